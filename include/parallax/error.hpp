@@ -1,0 +1,38 @@
+// Errors parallax reports to its users: one line, naming the thing that is wrong.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace parallax {
+
+/// Bad input or usage (a flag, a file, an option): programs map it to exit code 2.
+class InputError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+namespace detail {
+
+template <class... Parts>
+std::string concat(Parts&&... parts) {
+  std::ostringstream out;
+  (out << ... << std::forward<Parts>(parts));
+  return out.str();
+}
+
+/// Throws InputError("parallax: <parts...>") when `condition` is false.
+template <class... Parts>
+void require(bool condition, Parts&&... parts) {
+  if (!condition) throw InputError(concat("parallax: ", std::forward<Parts>(parts)...));
+}
+
+/// The first line of an exception message (c10::Error carries a C++ backtrace after it).
+inline std::string first_line(const std::string& message) {
+  return message.substr(0, message.find('\n'));
+}
+
+}  // namespace detail
+}  // namespace parallax

@@ -1,0 +1,35 @@
+// parallax: train any torch::nn module on many devices by choosing a policy type.
+//
+//   parallax::Trainer<parallax::DataParallel<4>> trainer(model, optimizer, options);
+//   auto history = trainer.fit(train_set, val_set, loss);
+#pragma once
+
+#include "parallax/config.hpp"
+#include "parallax/error.hpp"
+
+#include "parallax/data/batch.hpp"
+#include "parallax/data/collate.hpp"
+#include "parallax/data/dataset.hpp"
+#include "parallax/data/index_pipeline.hpp"
+#include "parallax/data/loader.hpp"
+#include "parallax/data/shard.hpp"
+#include "parallax/data/tensor_dataset.hpp"
+
+#include "parallax/comm/local_reduce.hpp"
+
+#include "parallax/policy/concept.hpp"
+#include "parallax/policy/data_parallel.hpp"
+#include "parallax/policy/devices.hpp"
+#include "parallax/policy/model.hpp"
+#include "parallax/policy/single.hpp"
+#include "parallax/policy/step.hpp"
+
+#include "parallax/train/atomic_file.hpp"
+#include "parallax/train/callbacks.hpp"
+#include "parallax/train/checkpoint.hpp"
+#include "parallax/train/early_stopping.hpp"
+#include "parallax/train/metrics.hpp"
+#include "parallax/train/metrics_log.hpp"
+#include "parallax/train/options.hpp"
+#include "parallax/train/progress_bar.hpp"
+#include "parallax/train/trainer.hpp"

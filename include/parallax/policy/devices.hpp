@@ -1,0 +1,52 @@
+// Device choice shared by the policies.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "parallax/error.hpp"
+
+namespace parallax {
+
+/// CUDA:0 when a GPU is visible, else the CPU.
+inline torch::Device default_device() {
+  return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+}
+
+/// Throws when `device` cannot be used in this process (a CUDA index beyond the visible ones).
+inline void check_device_usable(const torch::Device& device, const std::string& who) {
+  if (!device.is_cuda()) return;
+  const auto visible = static_cast<int64_t>(torch::cuda::device_count());
+  detail::require(device.has_index() && device.index() < visible, who, ": device ", device.str(),
+                  " is not available (", visible, " CUDA device(s) visible)");
+}
+
+/// `count` devices for replicas: cuda:0..count-1 when CUDA is visible, else `count` CPU devices.
+inline std::vector<torch::Device> replica_devices(int64_t count, const std::string& who) {
+  detail::require(count >= 1, who, ": need at least one replica, got ", count);
+  const int64_t visible = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  std::vector<torch::Device> devices;
+  if (visible == 0) {
+    devices.assign(static_cast<std::size_t>(count), torch::Device(torch::kCPU));
+    return devices;
+  }
+  detail::require(count <= visible, who, ": ", count, " replicas requested but only ", visible,
+                  " CUDA device(s) are visible (list devices explicitly; repeats are allowed)");
+  for (int64_t i = 0; i < count; ++i)
+    devices.emplace_back(torch::kCUDA, static_cast<torch::DeviceIndex>(i));
+  return devices;
+}
+
+/// A device list as "cpu", "cuda:1" for labels and messages.
+inline std::string device_list(const std::vector<torch::Device>& devices) {
+  std::string out;
+  for (const auto& device : devices) {
+    if (!out.empty()) out += ',';
+    out += device.str();
+  }
+  return out;
+}
+
+}  // namespace parallax

@@ -1,0 +1,48 @@
+// TrainerOptions: the fluent options struct of Trainer, in the style of torch::data's.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <torch/arg.h>
+#include <torch/torch.h>
+
+namespace parallax {
+
+/// Sets the learning rate before each epoch: called as schedule(optimizer, epoch).
+using LrSchedule = std::function<void(torch::optim::Optimizer&, int64_t)>;
+
+struct TrainerOptions {
+  TORCH_ARG(int64_t, epochs) = 1;
+  /// Examples per optimizer step on each process: the global batch for Single and
+  /// DataParallel (split across replicas), the per-rank batch for Distributed.
+  TORCH_ARG(int64_t, batch_size) = 32;
+  /// Batch size for validation/evaluate/predict; 0: batch_size.
+  TORCH_ARG(int64_t, eval_batch_size) = 0;
+  /// Seeds the epoch order and torch's generator (dropout, augmentation) at fit start.
+  TORCH_ARG(uint64_t, seed) = 0;
+  TORCH_ARG(bool, shuffle) = true;
+  TORCH_ARG(bool, drop_last) = false;
+  /// Clip the gradient norm to this value before each step; 0 disables.
+  TORCH_ARG(double, clip_grad_norm) = 0;
+  /// Loader worker threads and the prefetch window, in batches.
+  TORCH_ARG(int64_t, workers) = 2;
+  TORCH_ARG(int64_t, prefetch) = 4;
+  /// Devices the policy must use (empty: the policy's default).
+  TORCH_ARG(std::vector<torch::Device>, devices) = {};
+  TORCH_ARG(LrSchedule, lr_schedule) = nullptr;
+};
+
+/// Sets the learning rate of every parameter group.
+inline void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+/// The learning rate of the first parameter group.
+inline double learning_rate(const torch::optim::Optimizer& optimizer) {
+  return optimizer.param_groups().empty() ? 0.0
+                                          : optimizer.param_groups().front().options().get_lr();
+}
+
+}  // namespace parallax

@@ -1,0 +1,73 @@
+// Small models and datasets shared by the tests.
+#pragma once
+
+#include <parallax/parallax.hpp>
+
+// c10's logging defines glog-style CHECK macros; doctest's must win in tests.
+#undef CHECK
+#undef CHECK_EQ
+#undef CHECK_NE
+#undef CHECK_LE
+#undef CHECK_LT
+#undef CHECK_GE
+#undef CHECK_GT
+#include <doctest/doctest.h>
+
+namespace test {
+
+namespace px = parallax;
+
+/// An MLP without BatchNorm (so replicas' buffers play no role); optional dropout.
+struct NetImpl : torch::nn::Cloneable<NetImpl> {
+  explicit NetImpl(int64_t inputs = 6, int64_t hidden = 16, int64_t classes = 3,
+                   double dropout = 0.0)
+      : inputs(inputs), hidden(hidden), classes(classes), dropout(dropout) {
+    reset();
+  }
+  void reset() override {
+    fc1 = register_module("fc1", torch::nn::Linear(inputs, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, classes));
+    drop = register_module("drop", torch::nn::Dropout(dropout));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return fc2(drop(torch::tanh(fc1(x)))); }
+
+  int64_t inputs, hidden, classes;
+  double dropout;
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(Net);
+
+inline px::TensorDataset classification_data(int64_t n, uint64_t seed = 1, int64_t inputs = 6) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto x = torch::randn({n, inputs}, generator);
+  const auto y = (x.select(1, 0) > 0).to(torch::kLong) + (x.select(1, 1) > 0.5).to(torch::kLong);
+  return px::TensorDataset(x, y);
+}
+
+inline torch::Tensor cross_entropy(const torch::Tensor& output, const torch::Tensor& target) {
+  return torch::nn::functional::cross_entropy(output, target);
+}
+
+inline torch::Tensor flat_parameters(const torch::nn::Module& module) {
+  return torch::nn::utils::parameters_to_vector(module.parameters()).detach().cpu().clone();
+}
+
+inline double max_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+/// A dataset that records which indices were read and can be made slow or failing.
+struct RecordingDataset : torch::data::datasets::Dataset<RecordingDataset> {
+  explicit RecordingDataset(int64_t n) : n(n) {}
+  torch::data::Example<> get(std::size_t index) override {
+    if (static_cast<int64_t>(index) == fail_at) throw std::runtime_error("broken example");
+    return {torch::full({2}, static_cast<float>(index)),
+            torch::tensor(static_cast<int64_t>(index))};
+  }
+  std::optional<std::size_t> size() const override { return static_cast<std::size_t>(n); }
+  int64_t n;
+  int64_t fail_at = -1;
+};
+
+}  // namespace test

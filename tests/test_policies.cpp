@@ -1,0 +1,202 @@
+// Single and DataParallel<N>: equivalence, the Policy concept, and errors.
+#include "support.hpp"
+
+using namespace test;
+
+namespace {
+
+struct NotAPolicy {
+  void bind(const px::Model&, const px::BindContext&) {}
+};
+
+/// Gradients of one step of `policy` on `batch`, and parameters after `steps` SGD steps.
+template <class Policy>
+std::pair<torch::Tensor, torch::Tensor> run_steps(Policy policy, const px::Batch& batch,
+                                                  int steps) {
+  torch::manual_seed(11);
+  Net net;
+  auto model = px::make_model(net);
+  policy.bind(model, {});
+  torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.5).momentum(0.9));
+  torch::Tensor first_gradient;
+  for (int step = 0; step < steps; ++step) {
+    optimizer.zero_grad();
+    policy.forward_backward(batch, cross_entropy, 1.0);
+    if (step == 0) {
+      std::vector<torch::Tensor> grads;
+      for (const auto& p : net->parameters()) grads.push_back(p.grad().flatten().cpu());
+      first_gradient = torch::cat(grads);
+    }
+    optimizer.step();
+    policy.on_parameters_changed();
+  }
+  return {first_gradient, flat_parameters(*net)};
+}
+
+px::DataParallelOptions cpu_replicas(int n) {
+  return px::DataParallelOptions().devices(std::vector<torch::Device>(n, torch::kCPU));
+}
+
+}  // namespace
+
+TEST_SUITE("concept") {
+  TEST_CASE("the policies satisfy the concept; an incomplete type does not") {
+    static_assert(px::Policy<px::Single>);
+    static_assert(px::Policy<px::DataParallel<1>>);
+    static_assert(px::Policy<px::DataParallel<0>>);
+    static_assert(!px::Policy<NotAPolicy>);
+    static_assert(!px::is_policy_v<int>);
+    static_assert(px::ModuleLike<Net>);
+    static_assert(px::ModuleLike<std::shared_ptr<NetImpl>>);
+    static_assert(px::ModuleLike<torch::nn::Linear>);
+    static_assert(!px::ModuleLike<int>);
+    CHECK(px::DataParallel<3>().name() == "dp:3");
+  }
+}
+
+TEST_SUITE("data_parallel") {
+  TEST_CASE("DataParallel<N> on CPU matches Single: gradients and parameters after 5 steps") {
+    const auto data = classification_data(31, 5);
+    const px::Batch batch{data.inputs(), data.targets()};  // 31: uneven for N = 2 and 3
+    const auto [grad_single, params_single] = run_steps(px::Single(torch::kCPU), batch, 5);
+    SUBCASE("N = 1") {
+      const auto [grad, params] = run_steps(px::DataParallel<1>(cpu_replicas(1)), batch, 5);
+      CHECK(max_difference(grad, grad_single) <= 1e-5);
+      CHECK(max_difference(params, params_single) <= 1e-5);
+    }
+    SUBCASE("N = 2") {
+      const auto [grad, params] = run_steps(px::DataParallel<2>(cpu_replicas(2)), batch, 5);
+      CHECK(max_difference(grad, grad_single) <= 1e-5);
+      CHECK(max_difference(params, params_single) <= 1e-5);
+    }
+    SUBCASE("N = 3") {
+      const auto [grad, params] = run_steps(px::DataParallel<3>(cpu_replicas(3)), batch, 5);
+      CHECK(max_difference(grad, grad_single) <= 1e-5);
+      CHECK(max_difference(params, params_single) <= 1e-5);
+    }
+  }
+
+  TEST_CASE("DataParallel through the Trainer: same history and parameters as Single") {
+    auto train = classification_data(200, 2);
+    auto run = [&](auto policy) {
+      torch::manual_seed(5);
+      Net net;
+      torch::optim::Adam optimizer(net->parameters(), 1e-2);
+      px::Trainer<decltype(policy)> trainer(
+          net, optimizer, px::TrainerOptions().epochs(3).batch_size(30).seed(4), std::move(policy));
+      const auto history = trainer.fit(train, train, cross_entropy);
+      return std::pair{history, flat_parameters(*net)};
+    };
+    const auto [history_single, params_single] = run(px::Single(torch::kCPU));
+    const auto [history_dp, params_dp] = run(px::DataParallel<3>(cpu_replicas(3)));
+    CHECK(max_difference(params_dp, params_single) <= 1e-5);
+    CHECK(history_dp.policy == "dp:3");
+    CHECK(history_dp.world_size == 3);
+    for (std::size_t e = 0; e < 3; ++e) {
+      CHECK(history_dp.epochs[e].train_loss ==
+            doctest::Approx(history_single.epochs[e].train_loss).epsilon(1e-5));
+      CHECK(history_dp.epochs[e].val_accuracy == history_single.epochs[e].val_accuracy);
+    }
+  }
+
+  TEST_CASE("replicas are refreshed from the master after every step") {
+    torch::manual_seed(1);
+    Net net;
+    auto policy = px::DataParallel<2>(cpu_replicas(2));
+    policy.bind(px::make_model(net), {});
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : net->parameters()) p.add_(1.0);
+    }
+    policy.on_parameters_changed();
+    // Inference is split across both replicas: it equals the master's own output only if the
+    // second replica holds the master's new parameters.
+    const auto x = torch::randn({8, 6});
+    policy.set_training(false);
+    CHECK(max_difference(policy.forward(x), net->forward(x).detach()) <= 1e-6);
+  }
+
+  TEST_CASE("a module that is not Cloneable needs a replica factory") {
+    struct PlainImpl : torch::nn::Module {
+      PlainImpl() { fc = register_module("fc", torch::nn::Linear(6, 3)); }
+      torch::Tensor forward(const torch::Tensor& x) { return fc(x); }
+      torch::nn::Linear fc{nullptr};
+    };
+    auto plain = std::make_shared<PlainImpl>();
+    auto policy = px::DataParallel<2>(cpu_replicas(2));
+    CHECK_THROWS_WITH_AS(policy.bind(px::make_model(plain), {}),
+                         doctest::Contains("not torch::nn::Cloneable"), px::InputError);
+    auto with_factory = px::DataParallel<2>(cpu_replicas(2).replica_factory(
+        [] { return std::static_pointer_cast<torch::nn::Module>(std::make_shared<PlainImpl>()); }));
+    with_factory.bind(px::make_model(plain), {});
+    const auto x = torch::randn({4, 6});
+    CHECK(max_difference(with_factory.forward(x), plain->forward(x).detach()) <= 1e-6);
+  }
+}
+
+TEST_SUITE("errors") {
+  TEST_CASE("more replicas than devices given") {
+    Net net;
+    auto policy = px::DataParallel<3>(cpu_replicas(2));
+    CHECK_THROWS_WITH_AS(policy.bind(px::make_model(net), {}),
+                         doctest::Contains("3 replicas requested but only 2 device(s) given"),
+                         px::InputError);
+    CHECK_THROWS_AS(px::Single().bind(px::make_model(net), {{torch::kCPU, torch::kCPU}}),
+                    px::InputError);
+  }
+
+  TEST_CASE("a CUDA device that is not visible") {
+    if (torch::cuda::is_available()) return;
+    Net net;
+    CHECK_THROWS_WITH_AS(px::Single(torch::Device(torch::kCUDA, 0)).bind(px::make_model(net), {}),
+                         doctest::Contains("is not available"), px::InputError);
+  }
+
+  TEST_CASE("global batch smaller than the number of replicas") {
+    Net net;
+    torch::optim::SGD optimizer(net->parameters(), 0.1);
+    auto data = classification_data(20);
+    px::Trainer<px::DataParallel<4>> trainer(net, optimizer, px::TrainerOptions().batch_size(3),
+                                             px::DataParallel<4>(cpu_replicas(4)));
+    CHECK_THROWS_WITH_AS(trainer.fit(data, cross_entropy),
+                         doctest::Contains("batch size 3 is smaller than the 4 replicas"),
+                         px::InputError);
+  }
+
+  TEST_CASE("empty dataset") {
+    Net net;
+    torch::optim::SGD optimizer(net->parameters(), 0.1);
+    px::TensorDataset empty(torch::zeros({0, 6}), torch::zeros({0}, torch::kLong));
+    px::Trainer<px::Single> trainer(net, optimizer);
+    CHECK_THROWS_WITH_AS(trainer.fit(empty, cross_entropy), doctest::Contains("is empty"),
+                         px::InputError);
+  }
+
+  TEST_CASE("target and output shapes that do not fit") {
+    Net net;
+    torch::optim::SGD optimizer(net->parameters(), 0.1);
+    px::Trainer<px::Single> trainer(net, optimizer, px::TrainerOptions().batch_size(4));
+    // Targets of the wrong kind for cross-entropy: [N, 2] floats against [N, 3] logits.
+    px::TensorDataset wrong_targets(torch::randn({8, 6}), torch::randn({8, 2}));
+    CHECK_THROWS_WITH_AS(trainer.fit(wrong_targets, cross_entropy),
+                         doctest::Contains("loss function failed for output shape [4, 3]"),
+                         px::InputError);
+    // A loss that sees a different batch size than the model produced.
+    px::TensorDataset data = classification_data(8);
+    auto shifted = [](const torch::Tensor& output, const torch::Tensor& target) {
+      return cross_entropy(output.narrow(0, 0, 2), target);
+    };
+    CHECK_THROWS_AS(trainer.fit(data, shifted), px::InputError);
+    // A model whose output batch differs from the target batch.
+    auto summed = torch::nn::Sequential(torch::nn::Linear(6, 3));
+    torch::optim::SGD optimizer2(summed->parameters(), 0.1);
+    struct Pool : torch::nn::Module {
+      torch::Tensor forward(const torch::Tensor& x) { return x.sum(0, true); }
+    };
+    px::Trainer<px::Single> pooled(std::make_shared<Pool>(), optimizer2,
+                                   px::TrainerOptions().batch_size(4));
+    CHECK_THROWS_WITH_AS(pooled.fit(data, cross_entropy),
+                         doctest::Contains("model output has batch size 1 but target has 4"),
+                         px::InputError);
+  }
+}
