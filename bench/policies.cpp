@@ -1,6 +1,6 @@
 // Training throughput of Single, DataParallel<1> and DataParallel<2> on the CPU: the same small
 // CNN, the same global batch and data; each repetition runs the three policies back to back
-// (interleaved, so machine noise hits all alike) and the table reports medians.
+// (interleaved in rotating order, so machine noise hits all alike) and the table reports medians.
 //
 //   bench_policies [--repeats R] [--samples S] [--batch B]
 #include <algorithm>
@@ -79,13 +79,21 @@ int main(int argc, char** argv) {
   images_per_second(data, batch, px::Single(torch::kCPU));  // warm-up
   std::vector<double> single, dp1, dp2;
   for (int r = 0; r < repeats; ++r) {
-    single.push_back(images_per_second(data, batch, px::Single(torch::kCPU)));
-    dp1.push_back(images_per_second(data, batch,
-                                    px::DataParallel<1>(px::DataParallelOptions().devices(one))));
-    dp2.push_back(images_per_second(data, batch,
-                                    px::DataParallel<2>(px::DataParallelOptions().devices(two))));
-    std::fprintf(stderr, "repeat %d/%d: single %.0f, dp:1 %.0f, dp:2 %.0f img/s\n", r + 1, repeats,
-                 single.back(), dp1.back(), dp2.back());
+    // Rotate which policy goes first, so warm-up and allocator effects fall on each in turn.
+    for (int k = 0; k < 3; ++k) {
+      switch ((r + k) % 3) {
+        case 0: single.push_back(images_per_second(data, batch, px::Single(torch::kCPU))); break;
+        case 1:
+          dp1.push_back(images_per_second(
+              data, batch, px::DataParallel<1>(px::DataParallelOptions().devices(one))));
+          break;
+        default:
+          dp2.push_back(images_per_second(
+              data, batch, px::DataParallel<2>(px::DataParallelOptions().devices(two))));
+      }
+    }
+    std::fprintf(stderr, "repeat %d/%d: single %.0f, dp:1 %.0f, dp:2 %.0f img/s\n", r + 1,
+                 repeats, single.back(), dp1.back(), dp2.back());
   }
   const double base = median(single);
   std::printf(
