@@ -40,6 +40,43 @@ if(TARGET torch_cuda)
   endif()
 endif()
 
+# Gloo: pip's LibTorch has c10d Gloo compiled in (USE_C10D_GLOO on torch_cpu) but ships no gloo
+# headers, which ProcessGroupGloo.hpp includes. Debian's libgloo-dev (or a copy under
+# PARALLAX_DEPS_DIR/include) provides them; only the headers are used, never its library. The
+# versions differ, so check once (cached) that LibTorch's header compiles against these.
+# MPI: only when LibTorch itself was built with it (USE_C10D_MPI).
+set(PARALLAX_TORCH_HAS_GLOO OFF)
+set(PARALLAX_TORCH_HAS_MPI OFF)
+get_target_property(_parallax_cpu_defs torch_cpu INTERFACE_COMPILE_DEFINITIONS)
+if(_parallax_cpu_defs MATCHES "USE_C10D_MPI")
+  set(PARALLAX_TORCH_HAS_MPI ON)
+endif()
+if(_parallax_cpu_defs MATCHES "USE_C10D_GLOO")
+  find_path(PARALLAX_GLOO_INCLUDE_DIR gloo/rendezvous/store.h HINTS "${PARALLAX_DEPS_DIR}/include")
+  if(PARALLAX_GLOO_INCLUDE_DIR AND NOT DEFINED PARALLAX_GLOO_HEADERS_MATCH)
+    message(STATUS "parallax: checking that LibTorch's ProcessGroupGloo.hpp compiles with "
+                   "${PARALLAX_GLOO_INCLUDE_DIR}/gloo")
+    set(_probe "${CMAKE_BINARY_DIR}/parallax_gloo_probe.cpp")
+    file(WRITE "${_probe}" "#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>\n"
+                           "auto parallax_probe = &c10d::ProcessGroupGloo::createDefaultDevice;\n")
+    set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
+    try_compile(PARALLAX_GLOO_HEADERS_MATCH "${CMAKE_BINARY_DIR}/parallax_gloo_probe" "${_probe}"
+                CMAKE_FLAGS "-DINCLUDE_DIRECTORIES=${TORCH_INCLUDE_DIRS};${PARALLAX_GLOO_INCLUDE_DIR}"
+                COMPILE_DEFINITIONS -DUSE_C10D_GLOO -DUSE_DISTRIBUTED
+                CXX_STANDARD 20 OUTPUT_VARIABLE _probe_output)
+    unset(CMAKE_TRY_COMPILE_TARGET_TYPE)
+    set(PARALLAX_GLOO_HEADERS_MATCH ${PARALLAX_GLOO_HEADERS_MATCH} CACHE INTERNAL "")
+    if(NOT PARALLAX_GLOO_HEADERS_MATCH)
+      string(REGEX MATCH "error:[^\n]*" _first_error "${_probe_output}")
+      message(WARNING "parallax: gloo headers in ${PARALLAX_GLOO_INCLUDE_DIR} do not fit this "
+                      "LibTorch (${_first_error}); Distributed<Gloo> is disabled")
+    endif()
+  endif()
+  if(PARALLAX_GLOO_INCLUDE_DIR AND PARALLAX_GLOO_HEADERS_MATCH)
+    set(PARALLAX_TORCH_HAS_GLOO ON)
+  endif()
+endif()
+
 # Adds LibTorch, range-v3, the compile-time traits and (optionally) OpenCV to an INTERFACE target:
 # the in-tree parallax target and the imported parallax::parallax of an installed package alike,
 # so a consumer always sees the traits of the LibTorch *it* found.
@@ -56,7 +93,12 @@ function(parallax_configure_target target with_opencv)
   target_compile_features(${target} INTERFACE cxx_std_20)
   target_compile_definitions(
     ${target} INTERFACE PARALLAX_HAS_CUDA=$<BOOL:${PARALLAX_TORCH_HAS_CUDA}>
-                        PARALLAX_HAS_NCCL=$<BOOL:${PARALLAX_TORCH_HAS_NCCL}>)
+                        PARALLAX_HAS_NCCL=$<BOOL:${PARALLAX_TORCH_HAS_NCCL}>
+                        PARALLAX_HAS_GLOO=$<BOOL:${PARALLAX_TORCH_HAS_GLOO}>
+                        PARALLAX_HAS_MPI=$<BOOL:${PARALLAX_TORCH_HAS_MPI}>)
+  if(PARALLAX_TORCH_HAS_GLOO)
+    target_include_directories(${target} SYSTEM INTERFACE "${PARALLAX_GLOO_INCLUDE_DIR}")
+  endif()
   if(with_opencv)
     target_link_libraries(${target} INTERFACE opencv_core opencv_imgproc opencv_imgcodecs)
     target_compile_definitions(${target} INTERFACE PARALLAX_HAS_OPENCV=1)

@@ -1,4 +1,6 @@
 // Single and DataParallel<N>: equivalence, the Policy concept, and errors.
+#include <map>
+
 #include "support.hpp"
 
 using namespace test;
@@ -198,5 +200,57 @@ TEST_SUITE("errors") {
     CHECK_THROWS_WITH_AS(pooled.fit(data, cross_entropy),
                          doctest::Contains("model output has batch size 1 but target has 4"),
                          px::InputError);
+  }
+}
+
+TEST_SUITE("rendezvous") {
+  using Env = std::map<std::string, std::string>;
+  auto from = [](Env env) {
+    return [env](const std::string& name) -> std::optional<std::string> {
+      const auto it = env.find(name);
+      return it == env.end() ? std::nullopt : std::optional(it->second);
+    };
+  };
+
+  TEST_CASE("torchrun's environment, SLURM's, explicit options, and the single-process default") {
+    const auto torchrun = px::resolve_rendezvous({}, from({{"RANK", "2"},
+                                                           {"WORLD_SIZE", "4"},
+                                                           {"LOCAL_RANK", "0"},
+                                                           {"MASTER_ADDR", "10.0.0.1"},
+                                                           {"MASTER_PORT", "1234"}}));
+    CHECK(torchrun.rank == 2);
+    CHECK(torchrun.world_size == 4);
+    CHECK(torchrun.master_addr == "10.0.0.1");
+    CHECK(torchrun.master_port == 1234);
+    CHECK(torchrun.source == "torchrun");
+    const auto slurm = px::resolve_rendezvous(
+        {}, from({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}));
+    CHECK(slurm.rank == 5);
+    CHECK(slurm.local_rank == 1);
+    CHECK(slurm.source == "slurm");
+    const auto explicit_ =
+        px::resolve_rendezvous(px::RendezvousOptions().rank(1).world_size(2).master_port(4000),
+                               from({{"RANK", "0"}, {"WORLD_SIZE", "9"}}));
+    CHECK(explicit_.rank == 1);
+    CHECK(explicit_.world_size == 2);
+    CHECK(explicit_.master_port == 4000);
+    const auto single = px::resolve_rendezvous({}, from({}));
+    CHECK(single.world_size == 1);
+    CHECK(single.source == "default");
+  }
+
+  TEST_CASE("bad rendezvous input names the variable") {
+    CHECK_THROWS_WITH_AS(px::resolve_rendezvous({}, from({{"RANK", "0"}})),
+                         doctest::Contains("RANK and WORLD_SIZE must be set together"),
+                         px::InputError);
+    CHECK_THROWS_WITH_AS(px::resolve_rendezvous({}, from({{"RANK", "x"}, {"WORLD_SIZE", "2"}})),
+                         doctest::Contains("RANK='x' is not a non-negative integer"),
+                         px::InputError);
+    CHECK_THROWS_WITH_AS(px::resolve_rendezvous({}, from({{"RANK", "2"}, {"WORLD_SIZE", "2"}})),
+                         doctest::Contains("rank 2 is outside world size 2"), px::InputError);
+    CHECK_THROWS_WITH_AS(
+        px::resolve_rendezvous(
+            {}, from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}})),
+        doctest::Contains("master port 70000"), px::InputError);
   }
 }

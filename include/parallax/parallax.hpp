@@ -15,11 +15,15 @@
 #include "parallax/data/shard.hpp"
 #include "parallax/data/tensor_dataset.hpp"
 
+#include "parallax/comm/backend.hpp"
+#include "parallax/comm/bucket_reducer.hpp"
 #include "parallax/comm/local_reduce.hpp"
+#include "parallax/comm/rendezvous.hpp"
 
 #include "parallax/policy/concept.hpp"
 #include "parallax/policy/data_parallel.hpp"
 #include "parallax/policy/devices.hpp"
+#include "parallax/policy/distributed.hpp"
 #include "parallax/policy/model.hpp"
 #include "parallax/policy/single.hpp"
 #include "parallax/policy/step.hpp"

@@ -1,0 +1,104 @@
+// Rendezvous: who am I (rank, world size, local rank) and where is the master, from explicit
+// options, torchrun's environment or SLURM's, in that order of precedence.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <torch/arg.h>
+
+#include "parallax/error.hpp"
+
+namespace parallax {
+
+struct RendezvousOptions {
+  /// Explicit values win over the environment.
+  TORCH_ARG(std::optional<int64_t>, rank) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, world_size) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, local_rank) = std::nullopt;
+  TORCH_ARG(std::optional<std::string>, master_addr) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, master_port) = std::nullopt;
+};
+
+struct RendezvousInfo {
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  int64_t local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int64_t master_port = 29500;
+  /// "explicit", "torchrun", "slurm" or "default" (a single process).
+  std::string source = "default";
+};
+
+namespace detail {
+
+using Environment = std::function<std::optional<std::string>(const std::string&)>;
+
+inline std::optional<std::string> process_environment(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  return value ? std::optional<std::string>(value) : std::nullopt;
+}
+
+inline int64_t parse_count(const std::string& name, const std::string& text) {
+  std::size_t used = 0;
+  long long value = -1;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  require(used == text.size() && !text.empty() && value >= 0, "environment variable ", name, "='",
+          text, "' is not a non-negative integer");
+  return value;
+}
+
+}  // namespace detail
+
+/// Resolves the rendezvous. Precedence per field: explicit option, torchrun's variables (RANK,
+/// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), SLURM's (SLURM_PROCID, SLURM_NTASKS,
+/// SLURM_LOCALID; the master still comes from MASTER_ADDR/MASTER_PORT or the options), and
+/// finally a single process. Throws InputError naming the variable that is wrong.
+inline RendezvousInfo resolve_rendezvous(
+    const RendezvousOptions& options = {},
+    const detail::Environment& env = detail::process_environment) {
+  RendezvousInfo info;
+  auto number = [&](const char* name) -> std::optional<int64_t> {
+    const auto text = env(name);
+    return text ? std::optional(detail::parse_count(name, *text)) : std::nullopt;
+  };
+  const auto rank = number("RANK"), world = number("WORLD_SIZE"), local = number("LOCAL_RANK");
+  const auto slurm_rank = number("SLURM_PROCID"), slurm_world = number("SLURM_NTASKS"),
+             slurm_local = number("SLURM_LOCALID");
+  if (rank || world) {
+    detail::require(rank && world, "RANK and WORLD_SIZE must be set together (torchrun sets both)");
+    info.rank = *rank;
+    info.world_size = *world;
+    info.local_rank = local.value_or(0);
+    info.source = "torchrun";
+  } else if (slurm_rank && slurm_world) {
+    info.rank = *slurm_rank;
+    info.world_size = *slurm_world;
+    info.local_rank = slurm_local.value_or(0);
+    info.source = "slurm";
+  }
+  if (options.rank() || options.world_size()) info.source = "explicit";
+  info.rank = options.rank().value_or(info.rank);
+  info.world_size = options.world_size().value_or(info.world_size);
+  info.local_rank = options.local_rank().value_or(info.local_rank);
+  if (const auto addr = env("MASTER_ADDR")) info.master_addr = *addr;
+  if (const auto port = number("MASTER_PORT")) info.master_port = *port;
+  info.master_addr = options.master_addr().value_or(info.master_addr);
+  info.master_port = options.master_port().value_or(info.master_port);
+  detail::require(info.world_size >= 1, "world size must be at least 1, got ", info.world_size);
+  detail::require(info.rank >= 0 && info.rank < info.world_size, "rank ", info.rank,
+                  " is outside world size ", info.world_size);
+  detail::require(info.master_port > 0 && info.master_port < 65536, "master port ",
+                  info.master_port, " is not a TCP port (1..65535)");
+  detail::require(!info.master_addr.empty(), "master address is empty");
+  return info;
+}
+
+}  // namespace parallax

@@ -1,0 +1,220 @@
+// Distributed<Backend>: one process per device over a c10d process group (torch's own transport),
+// with the data-parallel logic of PyTorch's DistributedDataParallel written on top of it.
+//
+// Each process binds its model to cuda:LOCAL_RANK (or the CPU), checks that every rank has the
+// same parameter shapes, broadcasts parameters and buffers from rank 0, and averages gradients
+// in buckets all-reduced from autograd hooks (comm/bucket_reducer.hpp). The Loader shards every
+// epoch by rank, metrics are summed over ranks, and only rank 0 is "main".
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/arg.h>
+#include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "parallax/comm/backend.hpp"
+#include "parallax/comm/bucket_reducer.hpp"
+#include "parallax/comm/rendezvous.hpp"
+#include "parallax/policy/concept.hpp"
+#include "parallax/policy/devices.hpp"
+
+namespace parallax {
+
+struct DistributedOptions {
+  TORCH_ARG(RendezvousOptions, rendezvous) = {};
+  /// Store connection and collective timeout.
+  TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(5);
+  TORCH_ARG(comm::BucketOptions, buckets) = {};
+  /// Broadcast buffers (BatchNorm statistics) from rank 0 before every step, like DDP.
+  TORCH_ARG(bool, broadcast_buffers) = true;
+};
+
+template <BackendTag B>
+class Distributed {
+  static_assert(B::available,
+                "parallax::Distributed<Backend>: the found LibTorch does not "
+                "support this backend (see the tag in comm/backend.hpp)");
+
+ public:
+  explicit Distributed(DistributedOptions options = {})
+      : options_(std::move(options)), state_(std::make_unique<State>()) {}
+  Distributed(Distributed&&) noexcept = default;
+  Distributed& operator=(Distributed&&) noexcept = default;
+
+  void bind(const Model& model, const BindContext& context) {
+    State& s = *state_;
+    s.info = resolve_rendezvous(options_.rendezvous());
+    detail::require(context.devices.size() <= 1, name(), " uses one device per process, but ",
+                    context.devices.size(), " were given");
+    s.device = !context.devices.empty() ? context.devices.front()
+               : torch::cuda::is_available()
+                   ? torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(s.info.local_rank))
+                   : torch::Device(torch::kCPU);
+    check_device_usable(s.device, name());
+    s.model = model;
+    s.model->to(s.device);
+    connect();
+    check_same_model();
+    broadcast(s.model->parameters());
+    broadcast(s.model->buffers());
+    std::vector<std::string> names;
+    for (const auto& item : s.model->named_parameters()) names.push_back(item.key());
+    s.reducer = std::make_unique<comm::BucketReducer>(s.model->parameters(), std::move(names),
+                                                      s.backend, options_.buckets());
+  }
+
+  torch::Device input_device() const { return state_->device; }
+  Shard shard() const { return {state_->info.rank, state_->info.world_size}; }
+  int64_t min_batch() const { return 1; }
+
+  StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
+    State& s = *state_;
+    if (options_.broadcast_buffers()) broadcast(s.model->buffers());
+    s.reducer->prepare(!s.no_sync);
+    StepStats stats = detail::forward_backward(s.model, batch, loss, grad_scale);
+    s.reducer->finish();
+    return stats;
+  }
+  void on_parameters_changed() {}
+  torch::Tensor forward(const torch::Tensor& input) {
+    torch::NoGradGuard no_grad;
+    return state_->model(input.to(state_->device));
+  }
+  StepStats reduce(const StepStats& stats) {
+    State& s = *state_;
+    const bool scored = stats.correct.defined();
+    auto packed = torch::tensor(
+        {stats.loss_sum.defined() ? stats.loss_sum.item().toDouble() : 0.0,
+         scored ? stats.correct.item().toDouble() : 0.0, static_cast<double>(stats.samples)},
+        torch::TensorOptions().dtype(torch::kDouble).device(s.device));
+    std::vector<torch::Tensor> tensors{packed};
+    s.backend->allreduce(tensors)->wait();
+    packed = packed.cpu();
+    StepStats total;
+    total.loss_sum = packed[0].clone();
+    if (scored) total.correct = packed[1].to(torch::kLong);
+    total.samples = static_cast<int64_t>(packed[2].item().toDouble());
+    return total;
+  }
+  void synchronize() { state_->backend->barrier()->wait(); }
+  void set_training(bool on) { state_->model->train(on); }
+  bool is_main() const { return state_->info.rank == 0; }
+  int64_t world_size() const { return state_->info.world_size; }
+  std::string name() const { return std::string("ddp:") + B::name; }
+
+  /// Gradients stay local (no all-reduce) while `on`: DDP's no_sync, for accumulation.
+  void set_no_sync(bool on) { state_->no_sync = on; }
+  const RendezvousInfo& rendezvous() const { return state_->info; }
+  std::size_t bucket_count() const { return state_->reducer ? state_->reducer->bucket_count() : 0; }
+
+ private:
+  struct State {
+    RendezvousInfo info;
+    torch::Device device = torch::kCPU;
+    Model model;
+    c10::intrusive_ptr<c10d::Store> store;
+    c10::intrusive_ptr<c10d::Backend> backend;
+    std::unique_ptr<comm::BucketReducer> reducer;
+    bool no_sync = false;
+  };
+
+  std::string where() const {
+    const auto& i = state_->info;
+    return detail::concat(name(), " rank ", i.rank, "/", i.world_size, " (master ", i.master_addr,
+                          ":", i.master_port, ")");
+  }
+
+  void connect() {
+    State& s = *state_;
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<std::uint16_t>(s.info.master_port);
+    store_options.isServer = s.info.rank == 0;
+    store_options.numWorkers = static_cast<std::size_t>(s.info.world_size);
+    store_options.waitWorkers = false;
+    store_options.timeout = options_.timeout();
+    try {
+      s.store = c10::make_intrusive<c10d::TCPStore>(s.info.master_addr, store_options);
+    } catch (const std::exception& error) {
+      throw std::runtime_error(detail::concat(
+          "parallax: ", where(), ": cannot ", s.info.rank == 0 ? "listen as" : "reach",
+          " the rendezvous store: ", detail::first_line(error.what())));
+    }
+    // Every rank publishes the world size it was started with; all must agree.
+    s.store->set("parallax/world/" + std::to_string(s.info.rank),
+                 bytes(std::to_string(s.info.world_size)));
+    const std::string leader = text(s.store->get("parallax/world/0"));
+    if (leader != std::to_string(s.info.world_size))
+      throw InputError(detail::concat("parallax: ", where(), " was started with WORLD_SIZE=",
+                                      s.info.world_size, " but rank 0 with WORLD_SIZE=", leader));
+    s.backend = comm::make_backend<B>(s.store, static_cast<int>(s.info.rank),
+                                      static_cast<int>(s.info.world_size), options_.timeout(),
+                                      s.info.master_addr);
+  }
+
+  /// Compares this rank's parameter names and shapes with rank 0's; names the first mismatch.
+  void check_same_model() {
+    State& s = *state_;
+    std::vector<std::string> mine;
+    for (const auto& item : s.model->named_parameters()) {
+      std::ostringstream line;
+      line << item.key() << item.value().sizes();
+      mine.push_back(line.str());
+    }
+    std::ostringstream joined;
+    for (const auto& line : mine) joined << line << '\n';
+    if (s.info.rank == 0) s.store->set("parallax/model", bytes(joined.str()));
+    std::istringstream leader(text(s.store->get("parallax/model")));
+    std::string theirs;
+    std::size_t index = 0;
+    for (; std::getline(leader, theirs); ++index) {
+      detail::require(index < mine.size(), where(), ": model has ", mine.size(),
+                      " parameters but rank 0's has more (first missing: ", theirs, ")");
+      detail::require(mine[index] == theirs, where(), ": parameter ", index, " is ", mine[index],
+                      " here but ", theirs, " on rank 0");
+    }
+    detail::require(index == mine.size(), where(), ": model has ", mine.size(),
+                    " parameters but rank 0's has ", index);
+  }
+
+  void broadcast(std::vector<torch::Tensor> tensors) {
+    if (tensors.empty() || state_->info.world_size == 1) return;
+    torch::NoGradGuard no_grad;
+    // One flat tensor per dtype keeps it to a few collectives.
+    std::vector<torch::Tensor> floats, others;
+    for (auto& t : tensors) (t.is_floating_point() ? floats : others).push_back(t);
+    for (auto* group : {&floats, &others}) {
+      for (std::size_t i = 0; i < group->size();) {
+        std::vector<torch::Tensor> same;
+        const auto dtype = (*group)[i].scalar_type();
+        for (; i < group->size() && (*group)[i].scalar_type() == dtype; ++i)
+          same.push_back((*group)[i]);
+        auto flat = torch::cat([&] {
+          std::vector<torch::Tensor> views;
+          for (auto& t : same) views.push_back(t.reshape({-1}));
+          return views;
+        }());
+        std::vector<torch::Tensor> buffer{flat};
+        state_->backend->broadcast(buffer)->wait();
+        int64_t offset = 0;
+        for (auto& t : same) {
+          t.copy_(flat.narrow(0, offset, t.numel()).view_as(t));
+          offset += t.numel();
+        }
+      }
+    }
+  }
+
+  static std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
+  static std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
+
+  DistributedOptions options_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace parallax
