@@ -2,6 +2,9 @@
 #pragma once
 
 #include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
 
 #include <torch/torch.h>
 
