@@ -3,7 +3,9 @@
 // then rank 0 trains the same model with Single and a batch of 8 x WORLD_SIZE over the same
 // data and checks that parameters and losses agree (the DistributedSampler split makes a global
 // step over the same examples). Exit 0 on agreement; 1 on mismatch; 2 on bad input.
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include <parallax/parallax.hpp>
@@ -27,6 +29,18 @@ torch::Tensor cross_entropy(const torch::Tensor& output, const torch::Tensor& ta
   return torch::nn::functional::cross_entropy(output, target);
 }
 
+/// DIST_WORKER_DIE=R:S[:stop] makes rank R kill itself with SIGKILL after step S, or with
+/// ":stop" freeze (SIGSTOP) so that it stops answering (fault tests).
+struct DieAtStep : px::Callback {
+  DieAtStep(int64_t step, int signal) : step(step), signal(signal) {}
+  bool main_only() const override { return false; }
+  void on_step_end(const px::StepInfo& info) override {
+    if (info.step == step) std::raise(signal);
+  }
+  int64_t step;
+  int signal;
+};
+
 template <class Policy>
 std::pair<px::History, torch::Tensor> train(Policy policy, int64_t batch, uint64_t init_seed) {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(5);
@@ -38,6 +52,14 @@ std::pair<px::History, torch::Tensor> train(Policy policy, int64_t batch, uint64
   torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.2).momentum(0.9));
   px::Trainer<Policy> trainer(
       net, optimizer, px::TrainerOptions().epochs(3).batch_size(batch).seed(3), std::move(policy));
+  if (const char* die = std::getenv("DIST_WORKER_DIE")) {
+    const std::string spec = die;
+    const auto rank = std::stoll(spec.substr(0, spec.find(':')));
+    if (rank == px::resolve_rendezvous().rank && trainer.policy().world_size() > 1)
+      trainer.add_callback(
+          std::make_shared<DieAtStep>(std::stoll(spec.substr(spec.find(':') + 1)),
+                                      spec.find(":stop") != std::string::npos ? SIGSTOP : SIGKILL));
+  }
   auto history = trainer.fit(data, data, cross_entropy);
   return {history, torch::nn::utils::parameters_to_vector(net->parameters()).detach().clone()};
 }
@@ -48,9 +70,11 @@ int main() {
   try {
     // Different initial weights per rank: the broadcast from rank 0 must make them equal.
     const auto info = px::resolve_rendezvous();
+    const char* timeout = std::getenv("DIST_WORKER_TIMEOUT_S");
+    const auto seconds = std::chrono::seconds(timeout ? std::stoll(timeout) : 30);
     auto [history, params] =
-        train(px::Distributed<px::Gloo>(px::DistributedOptions().timeout(std::chrono::seconds(30))),
-              8, 100 + static_cast<uint64_t>(info.rank));
+        train(px::Distributed<px::Gloo>(px::DistributedOptions().timeout(seconds)), 8,
+              100 + static_cast<uint64_t>(info.rank));
     if (info.rank != 0) return 0;
     auto [reference, expected] = train(px::Single(torch::kCPU), 8 * info.world_size, 100);
     const double diff = (params - expected).abs().max().item<double>();

@@ -10,6 +10,7 @@
 // so all ranks issue bucket 0, 1, 2, ... in turn.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,8 @@ struct BucketOptions {
   TORCH_ARG(int64_t, first_cap_bytes) = 1024 * 1024;
   /// Fill gradients of parameters that got none this step with zeros instead of failing.
   TORCH_ARG(bool, find_unused_parameters) = false;
+  /// Longest wait for one bucket's all-reduce (a rank that stops answering fails the step).
+  TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(5);
 };
 
 class BucketReducer {
@@ -41,6 +44,7 @@ class BucketReducer {
     s.backend = std::move(backend);
     s.world = s.backend->getSize();
     s.find_unused = options.find_unused_parameters();
+    s.timeout = options.timeout();
     for (auto i = static_cast<int64_t>(parameters.size()) - 1; i >= 0; --i) {
       const auto& p = parameters[static_cast<std::size_t>(i)];
       if (!p.requires_grad()) continue;
@@ -108,7 +112,7 @@ class BucketReducer {
       s.launch_ready();
     }
     for (auto& bucket : s.buckets) {
-      bucket.work->wait();
+      bucket.work->wait(s.timeout);
       for (auto& member : bucket.members) {
         auto averaged = bucket.flat.narrow(0, member.offset, member.parameter.numel())
                             .view_as(member.parameter);
@@ -153,6 +157,7 @@ class BucketReducer {
     c10::intrusive_ptr<c10d::Backend> backend;
     int64_t world = 1;
     bool find_unused = false;
+    std::chrono::milliseconds timeout{0};
     bool enabled = true;
     std::size_t next_launch = 0;
     std::mutex mutex;
@@ -163,7 +168,9 @@ class BucketReducer {
         Bucket& bucket = buckets[next_launch++];
         bucket.flat.div_(static_cast<double>(world));
         std::vector<torch::Tensor> tensors{bucket.flat};
-        bucket.work = backend->allreduce(tensors);
+        c10d::AllreduceOptions options;
+        options.timeout = timeout;  // c10d's default would be the backend's 30 minutes
+        bucket.work = backend->allreduce(tensors, options);
       }
     }
   };

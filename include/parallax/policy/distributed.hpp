@@ -65,8 +65,10 @@ class Distributed {
     broadcast(s.model->buffers());
     std::vector<std::string> names;
     for (const auto& item : s.model->named_parameters()) names.push_back(item.key());
+    auto buckets = options_.buckets();
+    buckets.timeout(options_.timeout());
     s.reducer = std::make_unique<comm::BucketReducer>(s.model->parameters(), std::move(names),
-                                                      s.backend, options_.buckets());
+                                                      s.backend, buckets);
   }
 
   torch::Device input_device() const { return state_->device; }
@@ -78,7 +80,7 @@ class Distributed {
     if (options_.broadcast_buffers()) broadcast(s.model->buffers());
     s.reducer->prepare(!s.no_sync);
     StepStats stats = detail::forward_backward(s.model, batch, loss, grad_scale);
-    s.reducer->finish();
+    collective("gradient all-reduce", [&] { s.reducer->finish(); });
     return stats;
   }
   void on_parameters_changed() {}
@@ -94,7 +96,10 @@ class Distributed {
          scored ? stats.correct.item().toDouble() : 0.0, static_cast<double>(stats.samples)},
         torch::TensorOptions().dtype(torch::kDouble).device(s.device));
     std::vector<torch::Tensor> tensors{packed};
-    s.backend->allreduce(tensors)->wait();
+    c10d::AllreduceOptions allreduce;
+    allreduce.timeout = options_.timeout();
+    collective("metric all-reduce",
+               [&] { s.backend->allreduce(tensors, allreduce)->wait(options_.timeout()); });
     packed = packed.cpu();
     StepStats total;
     total.loss_sum = packed[0].clone();
@@ -102,7 +107,11 @@ class Distributed {
     total.samples = static_cast<int64_t>(packed[2].item().toDouble());
     return total;
   }
-  void synchronize() { state_->backend->barrier()->wait(); }
+  void synchronize() {
+    c10d::BarrierOptions barrier;
+    barrier.timeout = options_.timeout();
+    collective("barrier", [&] { state_->backend->barrier(barrier)->wait(options_.timeout()); });
+  }
   void set_training(bool on) { state_->model->train(on); }
   bool is_main() const { return state_->info.rank == 0; }
   int64_t world_size() const { return state_->info.world_size; }
@@ -200,13 +209,34 @@ class Distributed {
           return views;
         }());
         std::vector<torch::Tensor> buffer{flat};
-        state_->backend->broadcast(buffer)->wait();
+        c10d::BroadcastOptions from_rank0;
+        from_rank0.timeout = options_.timeout();
+        collective("broadcast from rank 0", [&] {
+          state_->backend->broadcast(buffer, from_rank0)->wait(options_.timeout());
+        });
         int64_t offset = 0;
         for (auto& t : same) {
           t.copy_(flat.narrow(0, offset, t.numel()).view_as(t));
           offset += t.numel();
         }
       }
+    }
+  }
+
+  /// Runs a collective; a failure (a rank died: connection reset; a rank hangs: timeout)
+  /// becomes one line naming this rank and the operation.
+  template <class Body>
+  void collective(const char* what, Body&& body) {
+    try {
+      body();
+    } catch (const InputError&) {
+      throw;
+    } catch (const std::exception& error) {
+      throw std::runtime_error(detail::concat("parallax: ", where(), ": ", what,
+                                              " failed (another rank died or stopped answering "
+                                              "within ",
+                                              options_.timeout().count(),
+                                              " ms): ", detail::first_line(error.what())));
     }
   }
 

@@ -1,0 +1,61 @@
+// parallax-run: start N local ranks of a program with torchrun's environment.
+//
+//   parallax-run --nproc N [--master-addr ADDR] [--master-port PORT] [--] PROGRAM [ARGS...]
+//
+// Exit code: 0 when every rank succeeds; the first failing rank's code otherwise (128 + signal
+// for a signal); 2 for bad usage.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "parallax/comm/launcher.hpp"
+
+int main(int argc, char** argv) {
+  parallax::LaunchOptions options;
+  std::vector<std::string> command;
+  try {
+    int i = 1;
+    auto value = [&](const std::string& flag) -> std::string {
+      if (i + 1 >= argc) throw parallax::InputError("parallax-run: " + flag + " needs a value");
+      return argv[++i];
+    };
+    auto number = [&](const std::string& flag) {
+      const std::string text = value(flag);
+      std::size_t used = 0;
+      int n = -1;
+      try {
+        n = std::stoi(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != text.size() || n < 0)
+        throw parallax::InputError("parallax-run: " + flag + " expects a number, got '" + text +
+                                   "'");
+      return n;
+    };
+    for (; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg == "--nproc" || arg == "--nproc-per-node")
+        options.nproc = number(arg);
+      else if (arg == "--master-addr")
+        options.master_addr = value(arg);
+      else if (arg == "--master-port")
+        options.master_port = number(arg);
+      else if (arg == "--") {
+        ++i;
+        break;
+      } else if (arg.rfind("--", 0) == 0)
+        throw parallax::InputError("parallax-run: unknown flag " + arg);
+      else
+        break;
+    }
+    for (; i < argc; ++i) command.emplace_back(argv[i]);
+    if (command.empty())
+      throw parallax::InputError(
+          "parallax-run: no program given (usage: parallax-run --nproc N PROGRAM [ARGS...])");
+    return parallax::launch_local(command, options);
+  } catch (const parallax::InputError& error) {
+    std::fprintf(stderr, "%s\n", error.what());
+    return 2;
+  }
+}
