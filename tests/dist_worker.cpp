@@ -61,7 +61,15 @@ std::pair<px::History, torch::Tensor> train(Policy policy, int64_t batch, uint64
                                       spec.find(":stop") != std::string::npos ? SIGSTOP : SIGKILL));
   }
   auto history = trainer.fit(data, data, cross_entropy);
-  return {history, torch::nn::utils::parameters_to_vector(net->parameters()).detach().clone()};
+  auto params = torch::nn::utils::parameters_to_vector(net->parameters()).detach().clone();
+  if constexpr (requires { trainer.policy().backend(); }) {
+    // Every rank must hold bit-identical parameters: compare with rank 0's.
+    std::vector<torch::Tensor> rank0{params.clone()};
+    trainer.policy().backend().broadcast(rank0)->wait();
+    if (!torch::equal(rank0[0], params))
+      throw std::runtime_error("parameters differ from rank 0's after training");
+  }
+  return {history, params};
 }
 
 }  // namespace

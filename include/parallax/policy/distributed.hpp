@@ -7,6 +7,7 @@
 // epoch by rank, metrics are summed over ranks, and only rank 0 is "main".
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -16,6 +17,7 @@
 
 #include <torch/arg.h>
 #include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "parallax/comm/backend.hpp"
@@ -117,9 +119,25 @@ class Distributed {
   int64_t world_size() const { return state_->info.world_size; }
   std::string name() const { return std::string("ddp:") + B::name; }
 
-  /// Gradients stay local (no all-reduce) while `on`: DDP's no_sync, for accumulation.
-  void set_no_sync(bool on) { state_->no_sync = on; }
+  /// While the returned guard lives, gradients stay local (no all-reduce), like DDP's no_sync():
+  /// accumulate k micro-batches under it, then run the last one outside it.
+  class NoSync {
+   public:
+    explicit NoSync(Distributed& policy) : policy_(&policy), previous_(policy.state_->no_sync) {
+      policy.state_->no_sync = true;
+    }
+    NoSync(const NoSync&) = delete;
+    NoSync& operator=(const NoSync&) = delete;
+    ~NoSync() { policy_->state_->no_sync = previous_; }
+
+   private:
+    Distributed* policy_;
+    bool previous_;
+  };
+  [[nodiscard]] NoSync no_sync() { return NoSync(*this); }
   const RendezvousInfo& rendezvous() const { return state_->info; }
+  /// The c10d backend, for collectives of your own (after bind).
+  c10d::Backend& backend() { return *state_->backend; }
   std::size_t bucket_count() const { return state_->reducer ? state_->reducer->bucket_count() : 0; }
 
  private:
@@ -147,8 +165,15 @@ class Distributed {
     store_options.numWorkers = static_cast<std::size_t>(s.info.world_size);
     store_options.waitWorkers = false;
     store_options.timeout = options_.timeout();
+    // Several process groups may live in one program (sequential trainings): they share the
+    // TCP store (multiTenant) and keep their keys apart with a prefix. Every rank creates its
+    // groups in the same order, so the same counter value names the same group everywhere.
+    store_options.multiTenant = true;
+    static std::atomic<int> groups_made{0};
+    const std::string prefix = "parallax/" + std::to_string(groups_made++);
     try {
-      s.store = c10::make_intrusive<c10d::TCPStore>(s.info.master_addr, store_options);
+      s.store = c10::make_intrusive<c10d::PrefixStore>(
+          prefix, c10::make_intrusive<c10d::TCPStore>(s.info.master_addr, store_options));
     } catch (const std::exception& error) {
       throw std::runtime_error(detail::concat(
           "parallax: ", where(), ": cannot ", s.info.rank == 0 ? "listen as" : "reach",
