@@ -61,8 +61,9 @@ bool sampler_matches(const std::string& path) {
     fields >> size >> world >> rank >> seed >> epoch >> drop_last >> colon;
     px::Indices expected;
     for (int64_t i; fields >> i;) expected.push_back(i);
-    const auto ours = px::shard_indices(px::epoch_order(size, static_cast<uint64_t>(seed), epoch, true),
-                                        {rank, world}, drop_last != 0);
+    const auto ours =
+        px::shard_indices(px::epoch_order(size, static_cast<uint64_t>(seed), epoch, true),
+                          {rank, world}, drop_last != 0);
     if (ours != expected) {
       std::printf("sampler differs: %s\n", line.c_str());
       return false;
@@ -81,11 +82,14 @@ torch::Tensor cross_entropy(const torch::Tensor& output, const torch::Tensor& ta
 double no_sync_difference(const torch::Tensor& x, const torch::Tensor& y, int64_t rank) {
   auto run = [&](bool accumulate) {
     torch::manual_seed(11);
-    auto model = torch::nn::Sequential(torch::nn::Linear(6, 16), torch::nn::Tanh(), torch::nn::Linear(16, 3));
+    auto model = torch::nn::Sequential(torch::nn::Linear(6, 16), torch::nn::Tanh(),
+                                       torch::nn::Linear(16, 3));
     px::Distributed<px::Gloo> policy(px::DistributedOptions().timeout(std::chrono::seconds(30)));
     policy.bind(px::make_model(model), {});
     torch::optim::SGD optimizer(model->parameters(), 0.5);
-    const auto slice = [&](const torch::Tensor& t, int64_t from, int64_t n) { return t.narrow(0, from, n); };
+    const auto slice = [&](const torch::Tensor& t, int64_t from, int64_t n) {
+      return t.narrow(0, from, n);
+    };
     const int64_t per_rank = 16, k = 4, micro = per_rank / k;
     const int64_t base = rank * per_rank;
     optimizer.zero_grad();
@@ -93,13 +97,16 @@ double no_sync_difference(const torch::Tensor& x, const torch::Tensor& y, int64_
       {
         auto guard = policy.no_sync();
         for (int64_t i = 0; i + 1 < k; ++i)
-          policy.forward_backward({slice(x, base + i * micro, micro), slice(y, base + i * micro, micro)},
-                                  cross_entropy, 1.0 / k);
+          policy.forward_backward(
+              {slice(x, base + i * micro, micro), slice(y, base + i * micro, micro)}, cross_entropy,
+              1.0 / k);
       }
-      policy.forward_backward({slice(x, base + (k - 1) * micro, micro), slice(y, base + (k - 1) * micro, micro)},
-                              cross_entropy, 1.0 / k);
+      policy.forward_backward(
+          {slice(x, base + (k - 1) * micro, micro), slice(y, base + (k - 1) * micro, micro)},
+          cross_entropy, 1.0 / k);
     } else {
-      policy.forward_backward({slice(x, base, per_rank), slice(y, base, per_rank)}, cross_entropy, 1.0);
+      policy.forward_backward({slice(x, base, per_rank), slice(y, base, per_rank)}, cross_entropy,
+                              1.0);
     }
     optimizer.step();
     return torch::nn::utils::parameters_to_vector(model->parameters()).detach().clone();
@@ -113,7 +120,8 @@ double no_sync_difference(const torch::Tensor& x, const torch::Tensor& y, int64_
 
 int main(int argc, char** argv) {
   try {
-    if (argc != 2) throw px::InputError("usage: ddp_parity DIR (after ddp_reference.py prepare/train)");
+    if (argc != 2)
+      throw px::InputError("usage: ddp_parity DIR (after ddp_reference.py prepare/train)");
     const std::string dir = argv[1];
     const auto init = load_dict(dir + "/init.pt");
     const auto data = load_dict(dir + "/data.pt");
@@ -135,7 +143,10 @@ int main(int argc, char** argv) {
     double worst = 0;
     std::string worst_name;
     for (auto& [name, tensor] : state(net)) {
-      const double d = (tensor.to(torch::kDouble) - entry(expected, name).to(torch::kDouble)).abs().max().item<double>();
+      const double d = (tensor.to(torch::kDouble) - entry(expected, name).to(torch::kDouble))
+                           .abs()
+                           .max()
+                           .item<double>();
       if (d >= worst) worst = d, worst_name = name;
     }
     std::printf("largest difference to PyTorch DDP: %.3g (%s)\n", worst, worst_name.c_str());

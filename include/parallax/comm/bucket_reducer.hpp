@@ -26,6 +26,51 @@
 
 namespace parallax::comm {
 
+/// Communication hook: how one bucket of gradients is averaged across ranks. The default sums
+/// with all-reduce after dividing by the world size; CompressionHook sends fp16/bf16 instead.
+class CommHook {
+ public:
+  virtual ~CommHook() = default;
+  /// Starts averaging `flat` (bucket `index`, this rank's gradients) over `world` ranks.
+  virtual c10::intrusive_ptr<c10d::Work> launch(std::size_t index, torch::Tensor& flat,
+                                                c10d::Backend& backend, int64_t world,
+                                                const c10d::AllreduceOptions& options) = 0;
+  /// Called once the work has completed: leave the averaged gradients in `flat`.
+  virtual void complete(std::size_t /*index*/, torch::Tensor& /*flat*/) {}
+};
+
+/// The default: divide by the world size, all-reduce (sum) in place.
+class AllReduceHook : public CommHook {
+ public:
+  c10::intrusive_ptr<c10d::Work> launch(std::size_t, torch::Tensor& flat, c10d::Backend& backend,
+                                        int64_t world,
+                                        const c10d::AllreduceOptions& options) override {
+    flat.div_(static_cast<double>(world));
+    std::vector<torch::Tensor> tensors{flat};
+    return backend.allreduce(tensors, options);
+  }
+};
+
+/// Gradient compression: each bucket travels as fp16 or bf16 (half the bytes), and is cast back
+/// afterwards, like PyTorch's fp16_compress_hook / bf16_compress_hook.
+class CompressionHook : public CommHook {
+ public:
+  explicit CompressionHook(torch::ScalarType wire = torch::kBFloat16) : wire_(wire) {}
+  c10::intrusive_ptr<c10d::Work> launch(std::size_t index, torch::Tensor& flat,
+                                        c10d::Backend& backend, int64_t world,
+                                        const c10d::AllreduceOptions& options) override {
+    if (compressed_.size() <= index) compressed_.resize(index + 1);
+    compressed_[index] = flat.div(static_cast<double>(world)).to(wire_);
+    std::vector<torch::Tensor> tensors{compressed_[index]};
+    return backend.allreduce(tensors, options);
+  }
+  void complete(std::size_t index, torch::Tensor& flat) override { flat.copy_(compressed_[index]); }
+
+ private:
+  torch::ScalarType wire_;
+  std::vector<torch::Tensor> compressed_;
+};
+
 struct BucketOptions {
   TORCH_ARG(int64_t, cap_bytes) = 25 * 1024 * 1024;
   TORCH_ARG(int64_t, first_cap_bytes) = 1024 * 1024;
@@ -33,6 +78,10 @@ struct BucketOptions {
   TORCH_ARG(bool, find_unused_parameters) = false;
   /// Longest wait for one bucket's all-reduce (a rank that stops answering fails the step).
   TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::minutes(5);
+  /// How buckets are averaged (nullptr: AllReduceHook).
+  TORCH_ARG(std::shared_ptr<CommHook>, comm_hook) = nullptr;
+  /// false: all buckets are sent after backward (no overlap), for comparison benchmarks.
+  TORCH_ARG(bool, overlap) = true;
 };
 
 class BucketReducer {
@@ -45,6 +94,8 @@ class BucketReducer {
     s.world = s.backend->getSize();
     s.find_unused = options.find_unused_parameters();
     s.timeout = options.timeout();
+    s.hook = options.comm_hook() ? options.comm_hook() : std::make_shared<AllReduceHook>();
+    s.overlap = options.overlap();
     for (auto i = static_cast<int64_t>(parameters.size()) - 1; i >= 0; --i) {
       const auto& p = parameters[static_cast<std::size_t>(i)];
       if (!p.requires_grad()) continue;
@@ -111,8 +162,10 @@ class BucketReducer {
       }
       s.launch_ready();
     }
-    for (auto& bucket : s.buckets) {
+    for (std::size_t index = 0; index < s.buckets.size(); ++index) {
+      Bucket& bucket = s.buckets[index];
       bucket.work->wait(s.timeout);
+      s.hook->complete(index, bucket.flat);
       for (auto& member : bucket.members) {
         auto averaged = bucket.flat.narrow(0, member.offset, member.parameter.numel())
                             .view_as(member.parameter);
@@ -158,6 +211,8 @@ class BucketReducer {
     int64_t world = 1;
     bool find_unused = false;
     std::chrono::milliseconds timeout{0};
+    std::shared_ptr<CommHook> hook;
+    bool overlap = true;
     bool enabled = true;
     std::size_t next_launch = 0;
     std::mutex mutex;
@@ -165,12 +220,10 @@ class BucketReducer {
     /// Launches consecutive complete buckets (Note [Bucket order]). Caller holds the mutex.
     void launch_ready() {
       while (next_launch < buckets.size() && buckets[next_launch].pending == 0) {
-        Bucket& bucket = buckets[next_launch++];
-        bucket.flat.div_(static_cast<double>(world));
-        std::vector<torch::Tensor> tensors{bucket.flat};
+        const std::size_t index = next_launch++;
         c10d::AllreduceOptions options;
         options.timeout = timeout;  // c10d's default would be the backend's 30 minutes
-        bucket.work = backend->allreduce(tensors, options);
+        buckets[index].work = hook->launch(index, buckets[index].flat, *backend, world, options);
       }
     }
   };
@@ -188,7 +241,7 @@ class BucketReducer {
       if (m.ready) return;
       b.flat.narrow(0, m.offset, parameter.numel()).copy_(parameter.grad().reshape({-1}));
       m.ready = true;
-      if (--b.pending == 0) s.launch_ready();
+      if (--b.pending == 0 && s.overlap) s.launch_ready();
     }
     std::shared_ptr<State> state;
     std::size_t bucket;

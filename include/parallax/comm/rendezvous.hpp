@@ -29,7 +29,7 @@ struct RendezvousInfo {
   int64_t local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int64_t master_port = 29500;
-  /// "explicit", "torchrun", "slurm" or "default" (a single process).
+  /// "explicit", "torchrun", "slurm", "mpirun" or "default" (a single process).
   std::string source = "default";
 };
 
@@ -59,8 +59,10 @@ inline int64_t parse_count(const std::string& name, const std::string& text) {
 
 /// Resolves the rendezvous. Precedence per field: explicit option, torchrun's variables (RANK,
 /// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), SLURM's (SLURM_PROCID, SLURM_NTASKS,
-/// SLURM_LOCALID; the master still comes from MASTER_ADDR/MASTER_PORT or the options), and
-/// finally a single process. Throws InputError naming the variable that is wrong.
+/// SLURM_LOCALID), mpirun's (Open MPI: OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK; MPICH/Hydra:
+/// PMI_RANK, PMI_SIZE, MPI_LOCALRANKID), and finally a single process. Under SLURM and mpirun
+/// the master still comes from MASTER_ADDR/MASTER_PORT or the options. Throws InputError naming the
+/// variable that is wrong.
 inline RendezvousInfo resolve_rendezvous(
     const RendezvousOptions& options = {},
     const detail::Environment& env = detail::process_environment) {
@@ -72,6 +74,9 @@ inline RendezvousInfo resolve_rendezvous(
   const auto rank = number("RANK"), world = number("WORLD_SIZE"), local = number("LOCAL_RANK");
   const auto slurm_rank = number("SLURM_PROCID"), slurm_world = number("SLURM_NTASKS"),
              slurm_local = number("SLURM_LOCALID");
+  const auto mpi_rank = number("OMPI_COMM_WORLD_RANK"), mpi_world = number("OMPI_COMM_WORLD_SIZE"),
+             mpi_local = number("OMPI_COMM_WORLD_LOCAL_RANK");
+  const auto pmi_rank = number("PMI_RANK"), pmi_world = number("PMI_SIZE");
   if (rank || world) {
     detail::require(rank && world, "RANK and WORLD_SIZE must be set together (torchrun sets both)");
     info.rank = *rank;
@@ -83,6 +88,16 @@ inline RendezvousInfo resolve_rendezvous(
     info.world_size = *slurm_world;
     info.local_rank = slurm_local.value_or(0);
     info.source = "slurm";
+  } else if (mpi_rank && mpi_world) {
+    info.rank = *mpi_rank;
+    info.world_size = *mpi_world;
+    info.local_rank = mpi_local.value_or(0);
+    info.source = "mpirun";
+  } else if (pmi_rank && pmi_world) {
+    info.rank = *pmi_rank;
+    info.world_size = *pmi_world;
+    info.local_rank = number("MPI_LOCALRANKID").value_or(0);
+    info.source = "mpirun";
   }
   if (options.rank() || options.world_size()) info.source = "explicit";
   info.rank = options.rank().value_or(info.rank);
