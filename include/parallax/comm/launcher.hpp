@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -102,6 +103,12 @@ inline int launch_local(const std::vector<std::string>& command, const LaunchOpt
           {"MASTER_ADDR", options.master_addr},
           {"MASTER_PORT", std::to_string(port)}};
       for (const auto& [name, value] : torchrun) ::setenv(name.c_str(), value.c_str(), 1);
+      // Like torchrun: ranks share the cores, so unless told otherwise each gets its part
+      // instead of every rank starting one OpenMP thread per core.
+      if (options.nproc > 1 && !std::getenv("OMP_NUM_THREADS")) {
+        const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+        ::setenv("OMP_NUM_THREADS", std::to_string(std::max(1L, cores / options.nproc)).c_str(), 1);
+      }
       for (const auto& [name, value] : options.environment)
         ::setenv(name.c_str(), value.c_str(), 1);
       std::vector<char*> argv;

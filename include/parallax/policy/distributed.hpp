@@ -67,10 +67,13 @@ class Distributed {
     broadcast(s.model->buffers());
     std::vector<std::string> names;
     for (const auto& item : s.model->named_parameters()) names.push_back(item.key());
-    auto buckets = options_.buckets();
-    buckets.timeout(options_.timeout());
-    s.reducer = std::make_unique<comm::BucketReducer>(s.model->parameters(), std::move(names),
-                                                      s.backend, buckets);
+    // One process has nothing to average: no buckets, no hooks (Single's cost).
+    if (s.info.world_size > 1) {
+      auto buckets = options_.buckets();
+      buckets.timeout(options_.timeout());
+      s.reducer = std::make_unique<comm::BucketReducer>(s.model->parameters(), std::move(names),
+                                                        s.backend, buckets);
+    }
   }
 
   torch::Device input_device() const { return state_->device; }
@@ -80,6 +83,7 @@ class Distributed {
   StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
     State& s = *state_;
     if (options_.broadcast_buffers()) broadcast(s.model->buffers());
+    if (!s.reducer) return detail::forward_backward(s.model, batch, loss, grad_scale);
     s.reducer->prepare(!s.no_sync);
     StepStats stats = detail::forward_backward(s.model, batch, loss, grad_scale);
     collective("gradient all-reduce", [&] { s.reducer->finish(); });
