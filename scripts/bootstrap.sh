@@ -17,7 +17,7 @@ BUILD_DIR=${PARALLAX_BUILD_DIR:-$ROOT/build}
 JOBS=${PARALLAX_JOBS:-$(nproc)}
 PACKAGES=(build-essential cmake ninja-build ccache git python3 python3-venv
   librange-v3-dev doctest-dev libopencv-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
-  libgloo-dev gnuplot-nox)
+  libgloo-dev openmpi-bin gnuplot-nox)
 
 log() { echo "[bootstrap] $*" >&2; }
 

@@ -15,13 +15,19 @@ namespace px = parallax;
 namespace {
 
 struct NetImpl : torch::nn::Cloneable<NetImpl> {
-  NetImpl() { reset(); }
+  explicit NetImpl(int64_t hidden = 16, bool spare = false) : hidden(hidden), with_spare(spare) {
+    reset();
+  }
   void reset() override {
-    fc1 = register_module("fc1", torch::nn::Linear(6, 16));
-    fc2 = register_module("fc2", torch::nn::Linear(16, 3));
+    fc1 = register_module("fc1", torch::nn::Linear(6, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, 3));
+    // A layer that forward never uses: its parameters get no gradient.
+    if (with_spare) spare = register_module("spare", torch::nn::Linear(3, 3));
   }
   torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::tanh(fc1(x))); }
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  int64_t hidden;
+  bool with_spare;
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, spare{nullptr};
 };
 TORCH_MODULE(Net);
 
@@ -47,8 +53,11 @@ std::pair<px::History, torch::Tensor> train(Policy policy, int64_t batch, uint64
   const auto x = torch::randn({96, 6}, generator);
   px::TensorDataset data(
       x, (x.select(1, 0) > 0).to(torch::kLong) + (x.select(1, 1) > 0.5).to(torch::kLong));
+  // DIST_WORKER_MISMATCH=1: rank 1 builds a wider model (the shape check must name it).
+  // DIST_WORKER_SPARE=1: the model has an unused layer (find_unused_parameters).
+  const bool mismatch = std::getenv("DIST_WORKER_MISMATCH") && px::resolve_rendezvous().rank == 1;
   torch::manual_seed(init_seed);
-  Net net;
+  Net net(mismatch ? 17 : 16, std::getenv("DIST_WORKER_SPARE") != nullptr);
   torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.2).momentum(0.9));
   px::Trainer<Policy> trainer(
       net, optimizer, px::TrainerOptions().epochs(3).batch_size(batch).seed(3), std::move(policy));
@@ -83,8 +92,9 @@ int main() {
     // DIST_WORKER_HOOK=bf16|fp16 sends compressed gradients; DIST_WORKER_NO_OVERLAP=1 sends all
     // buckets after backward.
     const char* hook = std::getenv("DIST_WORKER_HOOK");
-    auto buckets =
-        px::comm::BucketOptions().overlap(std::getenv("DIST_WORKER_NO_OVERLAP") == nullptr);
+    auto buckets = px::comm::BucketOptions()
+                       .overlap(std::getenv("DIST_WORKER_NO_OVERLAP") == nullptr)
+                       .find_unused_parameters(std::getenv("DIST_WORKER_FIND_UNUSED") != nullptr);
     if (hook)
       buckets.comm_hook(std::make_shared<px::comm::CompressionHook>(
           std::string(hook) == "fp16" ? torch::kHalf : torch::kBFloat16));
