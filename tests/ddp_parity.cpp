@@ -124,6 +124,13 @@ int main(int argc, char** argv) {
       throw px::InputError("usage: ddp_parity DIR (after ddp_reference.py prepare/train)");
     const std::string dir = argv[1];
     const auto init = load_dict(dir + "/init.pt");
+    // Also report whether torch::pickle_load reads an OrderedDict saved by torch.save.
+    bool ordered_readable = false;
+    try {
+      ordered_readable =
+          entry(load_dict(dir + "/init_ordered.pt"), "fc1.weight").equal(entry(init, "fc1.weight"));
+    } catch (const std::exception&) {
+    }
     const auto data = load_dict(dir + "/data.pt");
     px::TensorDataset dataset(entry(data, "x"), entry(data, "y"));
     Net net;
@@ -151,6 +158,8 @@ int main(int argc, char** argv) {
     }
     std::printf("largest difference to PyTorch DDP: %.3g (%s)\n", worst, worst_name.c_str());
     std::printf("no_sync accumulation vs one step: %.3g\n", no_sync);
+    std::printf("torch::pickle_load reads an OrderedDict state_dict: %s\n",
+                ordered_readable ? "yes" : "no");
     const bool ok = sampler_matches(dir + "/sampler.txt") && worst <= 1e-5 && no_sync <= 1e-5;
     std::printf("verdict: %s\n", ok ? "parity" : "MISMATCH");
     return ok ? 0 : 1;

@@ -32,6 +32,8 @@ def prepare(directory):
     torch.manual_seed(0)
     model = Net()
     torch.save(dict(model.state_dict()), os.path.join(directory, "init.pt"))
+    # The same weights as the OrderedDict that state_dict() returns (LibTorch 1.13 could not read it).
+    torch.save(model.state_dict(), os.path.join(directory, "init_ordered.pt"))
     x = torch.randn(96, 6)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
     torch.save({"x": x, "y": y}, os.path.join(directory, "data.pt"))
