@@ -17,6 +17,8 @@
 
 #include <parallax/parallax.hpp>
 
+#include "measure.hpp"
+
 namespace px = parallax;
 
 namespace {
@@ -43,28 +45,6 @@ double images_per_second(px::TensorDataset& data, Policy policy) {
   return trainer.fit(data, cross_entropy).images_per_second();
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const auto n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
-struct Config {
-  std::string label;
-  std::function<double()> run;
-  std::vector<double> results;
-};
-
-void measure(std::vector<Config>& configs, int repeats, bool print) {
-  for (int r = 0; r < repeats; ++r) {
-    for (std::size_t k = 0; k < configs.size(); ++k) {
-      auto& config = configs[(r + k) % configs.size()];
-      config.results.push_back(config.run());
-    }
-    if (print) std::fprintf(stderr, "repeat %d/%d done\n", r + 1, repeats);
-  }
-}
-
 px::Distributed<px::Gloo> gloo_policy(int64_t cap_mb, bool overlap) {
   return px::Distributed<px::Gloo>(px::DistributedOptions().buckets(
       px::comm::BucketOptions().cap_bytes(cap_mb << 20).overlap(overlap)));
@@ -82,7 +62,7 @@ int main(int argc, char** argv) {
   if (argc == 4 && !std::strcmp(argv[2], "--repeats")) repeats = std::stoi(argv[3]);
   const auto info = px::resolve_rendezvous();
   px::TensorDataset data(torch::randn({2048, 512}), torch::randint(10, {2048}));
-  std::vector<Config> configs;
+  std::vector<bench::Candidate> configs;
   if (mode == "single-vs-world1") {
     configs.push_back(
         {"Single", [&] { return images_per_second(data, px::Single(torch::kCPU)); }, {}});
@@ -105,16 +85,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   images_per_second(data, gloo_policy(25, true));  // warm-up (also of the store and Gloo)
-  measure(configs, repeats, info.rank == 0);
+  bench::measure_interleaved(configs, repeats, info.rank == 0);
   if (info.rank != 0) return 0;
-  const double base = median(configs.front().results);
   std::printf(
       "MLP 512-1024-1024-1024-10 (10 MiB gradients), batch 64 per process, 2048 samples "
       "per epoch, %lld process(es), %d intra-op thread(s) each, median of %d\n\n",
       static_cast<long long>(info.world_size), at::get_num_threads(), repeats);
-  std::printf("| configuration | images/s (median, all ranks) | vs first row |\n|---|---:|---:|\n");
-  for (const auto& config : configs)
-    std::printf("| %s | %.0f | %.2fx |\n", config.label.c_str(), median(config.results),
-                median(config.results) / base);
+  bench::print_table(configs, "images/s, all ranks");
   return 0;
 }

@@ -12,6 +12,8 @@
 
 #include <parallax/parallax.hpp>
 
+#include "measure.hpp"
+
 namespace px = parallax;
 
 namespace {
@@ -50,12 +52,6 @@ double images_per_second(px::TensorDataset& data, int64_t batch, Policy policy) 
   return trainer.fit(data, cross_entropy).images_per_second();
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const auto n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,33 +73,25 @@ int main(int argc, char** argv) {
   const int threads = at::get_num_threads();
   const std::vector<torch::Device> one{torch::kCPU}, two{torch::kCPU, torch::kCPU};
   images_per_second(data, batch, px::Single(torch::kCPU));  // warm-up
-  std::vector<double> single, dp1, dp2;
-  for (int r = 0; r < repeats; ++r) {
-    // Rotate which policy goes first, so warm-up and allocator effects fall on each in turn.
-    for (int k = 0; k < 3; ++k) {
-      switch ((r + k) % 3) {
-        case 0: single.push_back(images_per_second(data, batch, px::Single(torch::kCPU))); break;
-        case 1:
-          dp1.push_back(images_per_second(
-              data, batch, px::DataParallel<1>(px::DataParallelOptions().devices(one))));
-          break;
-        default:
-          dp2.push_back(images_per_second(
-              data, batch, px::DataParallel<2>(px::DataParallelOptions().devices(two))));
-      }
-    }
-    std::fprintf(stderr, "repeat %d/%d: single %.0f, dp:1 %.0f, dp:2 %.0f img/s\n", r + 1,
-                 repeats, single.back(), dp1.back(), dp2.back());
-  }
-  const double base = median(single);
+  std::vector<bench::Candidate> candidates{
+      {"Single", [&] { return images_per_second(data, batch, px::Single(torch::kCPU)); }, {}},
+      {"DataParallel<1>",
+       [&] {
+         return images_per_second(data, batch,
+                                  px::DataParallel<1>(px::DataParallelOptions().devices(one)));
+       },
+       {}},
+      {"DataParallel<2> (CPU replicas)",
+       [&] {
+         return images_per_second(data, batch,
+                                  px::DataParallel<2>(px::DataParallelOptions().devices(two)));
+       },
+       {}}};
+  bench::measure_interleaved(candidates, repeats, true);
   std::printf(
       "CNN 3x32x32 -> 10, global batch %lld, %lld samples/epoch, %d intra-op threads, "
       "median of %d\n\n",
       static_cast<long long>(batch), static_cast<long long>(samples), threads, repeats);
-  std::printf("| policy | images/s (median) | vs Single |\n|---|---:|---:|\n");
-  std::printf("| Single | %.0f | 1.00x |\n", base);
-  std::printf("| DataParallel<1> | %.0f | %.2fx |\n", median(dp1), median(dp1) / base);
-  std::printf("| DataParallel<2> (CPU replicas) | %.0f | %.2fx |\n", median(dp2),
-              median(dp2) / base);
+  bench::print_table(candidates, "images/s");
   return 0;
 }

@@ -119,7 +119,7 @@ double no_sync_difference(const torch::Tensor& x, const torch::Tensor& y, int64_
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return px::guarded_main([&] {
     if (argc != 2)
       throw px::InputError("usage: ddp_parity DIR (after ddp_reference.py prepare/train)");
     const std::string dir = argv[1];
@@ -163,11 +163,5 @@ int main(int argc, char** argv) {
     const bool ok = sampler_matches(dir + "/sampler.txt") && worst <= 1e-5 && no_sync <= 1e-5;
     std::printf("verdict: %s\n", ok ? "parity" : "MISMATCH");
     return ok ? 0 : 1;
-  } catch (const px::InputError& error) {
-    std::cerr << error.what() << '\n';
-    return 2;
-  } catch (const std::exception& error) {
-    std::cerr << px::detail::first_line(error.what()) << '\n';
-    return 1;
-  }
+  });
 }

@@ -84,7 +84,7 @@ std::pair<px::History, torch::Tensor> train(Policy policy, int64_t batch, uint64
 }  // namespace
 
 int main() {
-  try {
+  return px::guarded_main([&] {
     // Different initial weights per rank: the broadcast from rank 0 must make them equal.
     const auto info = px::resolve_rendezvous();
     const char* timeout = std::getenv("DIST_WORKER_TIMEOUT_S");
@@ -118,11 +118,5 @@ int main() {
                                  : hook ? "compressed gradients close to single"
                                         : "distributed equals single");
     return match ? 0 : 1;
-  } catch (const px::InputError& error) {
-    std::cerr << error.what() << '\n';
-    return 2;
-  } catch (const std::exception& error) {
-    std::cerr << px::detail::first_line(error.what()) << '\n';
-    return 1;
-  }
+  });
 }

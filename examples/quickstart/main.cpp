@@ -95,7 +95,7 @@ int train(const Args& args, Policy policy) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return px::guarded_main([&] {
     const Args args = parse(argc, argv);
     if (args.policy == "single") return train(args, px::Single());
     if (args.policy.rfind("dp:", 0) == 0) {
@@ -104,11 +104,5 @@ int main(int argc, char** argv) {
                              px::replica_devices(replicas, "--policy " + args.policy))));
     }
     throw px::InputError("quickstart: --policy must be single or dp:N, got '" + args.policy + "'");
-  } catch (const px::InputError& error) {
-    std::cerr << error.what() << '\n';
-    return 2;
-  } catch (const std::exception& error) {
-    std::cerr << "quickstart: " << px::detail::first_line(error.what()) << '\n';
-    return 1;
-  }
+  });
 }

@@ -1,6 +1,8 @@
 // Errors parallax reports to its users: one line, naming the thing that is wrong.
 #pragma once
 
+#include <exception>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -35,4 +37,21 @@ inline std::string first_line(const std::string& message) {
 }
 
 }  // namespace detail
+
+/// Runs a program's body with the exit-code contract: its return value on success, 2 with one
+/// line on stderr for bad input (InputError), 1 with the first line of the message otherwise.
+///   int main(int argc, char** argv) { return parallax::guarded_main([&] { ...; return 0; }); }
+template <class Body>
+int guarded_main(Body&& body) {
+  try {
+    return body();
+  } catch (const InputError& error) {
+    std::cerr << error.what() << '\n';
+    return 2;
+  } catch (const std::exception& error) {
+    std::cerr << detail::first_line(error.what()) << '\n';
+    return 1;
+  }
+}
+
 }  // namespace parallax

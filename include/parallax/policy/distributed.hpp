@@ -28,6 +28,11 @@
 
 namespace parallax {
 
+namespace detail {
+/// Process groups made by this program so far, whatever their backend (see connect()).
+inline std::atomic<int> process_groups_made{0};
+}  // namespace detail
+
 struct DistributedOptions {
   TORCH_ARG(RendezvousOptions, rendezvous) = {};
   /// Store connection and collective timeout.
@@ -173,8 +178,7 @@ class Distributed {
     // TCP store (multiTenant) and keep their keys apart with a prefix. Every rank creates its
     // groups in the same order, so the same counter value names the same group everywhere.
     store_options.multiTenant = true;
-    static std::atomic<int> groups_made{0};
-    const std::string prefix = "parallax/" + std::to_string(groups_made++);
+    const std::string prefix = "parallax/" + std::to_string(detail::process_groups_made++);
     try {
       s.store = c10::make_intrusive<c10d::PrefixStore>(
           prefix, c10::make_intrusive<c10d::TCPStore>(s.info.master_addr, store_options));
