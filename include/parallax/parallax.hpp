@@ -10,10 +10,13 @@
 #include "parallax/data/batch.hpp"
 #include "parallax/data/collate.hpp"
 #include "parallax/data/dataset.hpp"
+#include "parallax/data/image_tensor.hpp"
 #include "parallax/data/index_pipeline.hpp"
 #include "parallax/data/loader.hpp"
+#include "parallax/data/packed_images.hpp"
 #include "parallax/data/shard.hpp"
 #include "parallax/data/tensor_dataset.hpp"
+// parallax/data/image_folder.hpp needs OpenCV: include it yourself (PARALLAX_WITH_OPENCV=ON).
 
 #include "parallax/comm/backend.hpp"
 #include "parallax/comm/bucket_reducer.hpp"

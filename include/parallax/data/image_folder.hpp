@@ -1,0 +1,98 @@
+// ImageFolder: a folder of class sub-folders of images, like torchvision's ImageFolder: the
+// classes are the sorted sub-folder names, the examples every image file under them (sorted).
+// Decoding uses OpenCV (configure with PARALLAX_WITH_OPENCV=ON).
+#pragma once
+
+#include "parallax/config.hpp"
+#if !PARALLAX_HAS_OPENCV
+#error \
+    "parallax/data/image_folder.hpp needs OpenCV: configure parallax with PARALLAX_WITH_OPENCV=ON"
+#endif
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "parallax/data/image_tensor.hpp"
+#include "parallax/error.hpp"
+
+namespace parallax {
+
+/// Decodes `path` into uint8 [3, size, size] RGB (area-resized). Throws InputError naming the
+/// file when it cannot be read or decoded.
+inline torch::Tensor load_image(const std::filesystem::path& path, int64_t size) {
+  cv::Mat bgr = cv::imread(path.string(), cv::IMREAD_COLOR);
+  detail::require(!bgr.empty(), "cannot decode image '", path.string(), "'");
+  cv::Mat rgb, resized;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  cv::resize(rgb, resized, cv::Size(static_cast<int>(size), static_cast<int>(size)), 0, 0,
+             cv::INTER_AREA);
+  return torch::from_blob(resized.data, {size, size, 3}, torch::kUInt8).permute({2, 0, 1}).clone();
+}
+
+class ImageFolder : public torch::data::datasets::Dataset<ImageFolder> {
+ public:
+  explicit ImageFolder(const std::filesystem::path& root, ImageOptions options = {})
+      : options_(std::move(options)) {
+    namespace fs = std::filesystem;
+    detail::require(fs::is_directory(root), "image folder '", root.string(), "' does not exist");
+    std::vector<fs::path> folders;
+    for (const auto& entry : fs::directory_iterator(root))
+      if (entry.is_directory()) folders.push_back(entry.path());
+    std::sort(folders.begin(), folders.end());
+    for (const auto& folder : folders) {
+      std::vector<fs::path> images;
+      for (const auto& entry : fs::recursive_directory_iterator(folder))
+        if (entry.is_regular_file() && is_image(entry.path())) images.push_back(entry.path());
+      std::sort(images.begin(), images.end());
+      const auto label = static_cast<int64_t>(classes_.size());
+      classes_.push_back(folder.filename().string());
+      for (auto& image : images) files_.push_back({std::move(image), label});
+    }
+    detail::require(!classes_.empty(), "image folder '", root.string(),
+                    "' has no class sub-folders");
+    detail::require(!files_.empty(), "image folder '", root.string(), "' has no images");
+  }
+
+  torch::data::Example<> get(std::size_t index) override {
+    return {normalize_image(pixels(index), options_), torch::tensor(label(index))};
+  }
+  std::optional<std::size_t> size() const override { return files_.size(); }
+
+  /// The undecoded-to-float image: uint8 [3, size, size].
+  torch::Tensor pixels(std::size_t index) const {
+    return load_image(files_.at(index).path, options_.image_size());
+  }
+  int64_t label(std::size_t index) const { return files_.at(index).label; }
+  const std::filesystem::path& path(std::size_t index) const { return files_.at(index).path; }
+  const std::vector<std::string>& classes() const { return classes_; }
+  const ImageOptions& options() const { return options_; }
+
+  static bool is_image(const std::filesystem::path& path) {
+    std::string ext = path.extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    for (const char* known :
+         {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
+      if (ext == known) return true;
+    return false;
+  }
+
+ private:
+  struct File {
+    std::filesystem::path path;
+    int64_t label;
+  };
+  ImageOptions options_;
+  std::vector<std::string> classes_;
+  std::vector<File> files_;
+};
+
+}  // namespace parallax

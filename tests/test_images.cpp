@@ -1,0 +1,94 @@
+// ImageFolder (OpenCV) and PackedImages: classes, labels, preprocessing, bad files, packing.
+#include <filesystem>
+#include <fstream>
+
+#include <opencv2/imgcodecs.hpp>
+#include <parallax/data/image_folder.hpp>
+
+#include "support.hpp"
+
+using namespace test;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// root/b/{0,1}.png (solid colours), root/a/0.png, root/a/broken.jpg (not an image).
+fs::path make_folder(const std::string& name) {
+  const auto root =
+      fs::temp_directory_path() / ("parallax-images-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "a");
+  fs::create_directories(root / "b");
+  auto solid = [](const fs::path& path, int r, int g, int b) {
+    cv::Mat image(40, 30, CV_8UC3, cv::Scalar(b, g, r));  // OpenCV stores BGR
+    REQUIRE(cv::imwrite(path.string(), image));
+  };
+  solid(root / "b" / "0.png", 255, 0, 0);
+  solid(root / "b" / "1.png", 0, 255, 0);
+  solid(root / "a" / "0.png", 0, 0, 255);
+  std::ofstream(root / "a" / "broken.jpg") << "not a jpeg";
+  std::ofstream(root / "a" / "notes.txt") << "ignored";
+  return root;
+}
+
+}  // namespace
+
+TEST_SUITE("images") {
+  TEST_CASE("image folder: sorted classes, labels, RGB, resize, ImageNet normalisation") {
+    const auto root = make_folder("folder");
+    px::ImageFolder folder(root, px::ImageOptions().image_size(8));
+    CHECK(folder.classes() == std::vector<std::string>{"a", "b"});
+    REQUIRE(folder.size() == 4u);  // a/0.png, a/broken.jpg, b/0.png, b/1.png
+    CHECK(folder.label(0) == 0);
+    CHECK(folder.label(2) == 1);
+    const auto red = folder.get(2);  // b/0.png
+    CHECK(red.data.sizes() == torch::IntArrayRef{3, 8, 8});
+    CHECK(red.data[0][0][0].item<float>() == doctest::Approx((1.0 - 0.485) / 0.229));
+    CHECK(red.data[1][4][4].item<float>() == doctest::Approx((0.0 - 0.456) / 0.224));
+    CHECK(red.target.item<int64_t>() == 1);
+    CHECK_THROWS_WITH_AS(folder.get(1), doctest::Contains("cannot decode image '"), px::InputError);
+    CHECK_THROWS_WITH_AS(px::ImageFolder(root / "missing"), doctest::Contains("does not exist"),
+                         px::InputError);
+    fs::remove_all(root);
+  }
+
+  TEST_CASE("pack: skips and reports undecodable files; the pack equals the folder") {
+    const auto root = make_folder("pack");
+    px::ImageFolder folder(root, px::ImageOptions().image_size(8));
+    const auto pack = root / "cache.pxpack";
+    CHECK_THROWS_WITH_AS(px::pack_images(folder, *folder.size(), pack, 2, /*strict=*/true),
+                         doctest::Contains("broken.jpg"), px::InputError);
+    CHECK_FALSE(fs::exists(pack));  // nothing half-written
+    const auto report = px::pack_images(folder, *folder.size(), pack, 2);
+    CHECK(report.written == 3);
+    REQUIRE(report.skipped.size() == 1);
+    CHECK(report.skipped[0].find("broken.jpg") != std::string::npos);
+    px::PackedImages packed(pack, px::ImageOptions().image_size(8));
+    CHECK(packed.size() == 3u);
+    CHECK(packed.classes() == folder.classes());
+    const std::size_t from_folder[] = {0, 2, 3};
+    for (std::size_t i = 0; i < 3; ++i) {
+      CHECK(torch::equal(packed.get(i).data, folder.get(from_folder[i]).data));
+      CHECK(packed.label(i) == folder.label(from_folder[i]));
+    }
+    // Trains through the Loader like any dataset.
+    px::Loader loader(packed, px::LoaderOptions().batch_size(2).workers(2));
+    int64_t seen = 0;
+    for (px::Batch& batch : loader.epoch(0)) seen += batch.size();
+    CHECK(seen == 3);
+    fs::remove_all(root);
+  }
+
+  TEST_CASE("a file that is not a pack is refused with its path") {
+    auto open = [](const fs::path& file) { px::PackedImages packed(file); };
+    const auto path =
+        fs::temp_directory_path() / ("parallax-not-a-pack-" + std::to_string(::getpid()));
+    std::ofstream(path) << "PXPACK00 and some bytes";
+    CHECK_THROWS_WITH_AS(open(path), doctest::Contains("is not a parallax pack"), px::InputError);
+    std::ofstream(path, std::ios::trunc) << std::string("PXPACK01") + std::string(4, '\0');
+    CHECK_THROWS_WITH_AS(open(path), doctest::Contains("truncated"), px::InputError);
+    CHECK_THROWS_WITH_AS(open("/nonexistent.pxpack"),
+                         doctest::Contains("cannot open packed images"), px::InputError);
+    fs::remove(path);
+  }
+}
