@@ -15,11 +15,13 @@
 #include "parallax/data/loader.hpp"
 #include "parallax/data/packed_images.hpp"
 #include "parallax/data/shard.hpp"
+#include "parallax/data/subset.hpp"
 #include "parallax/data/tensor_dataset.hpp"
 // parallax/data/image_folder.hpp needs OpenCV: include it yourself (PARALLAX_WITH_OPENCV=ON).
 
 #include "parallax/comm/backend.hpp"
 #include "parallax/comm/bucket_reducer.hpp"
+#include "parallax/comm/launcher.hpp"
 #include "parallax/comm/local_reduce.hpp"
 #include "parallax/comm/rendezvous.hpp"
 

@@ -1,0 +1,56 @@
+// Subset and a seeded random split of any random-access dataset (torch.utils.data.Subset and
+// random_split).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "parallax/data/dataset.hpp"
+#include "parallax/error.hpp"
+
+namespace parallax {
+
+/// The examples `indices` of a shared dataset, in that order.
+template <RandomAccessDataset D>
+class Subset
+    : public torch::data::datasets::Dataset<Subset<D>, decltype(std::declval<D&>().get(0))> {
+ public:
+  using Example = decltype(std::declval<D&>().get(0));
+  Subset(std::shared_ptr<D> dataset, std::vector<int64_t> indices)
+      : dataset_(std::move(dataset)), indices_(std::move(indices)) {}
+  Example get(std::size_t index) override {
+    return dataset_->get(static_cast<std::size_t>(indices_.at(index)));
+  }
+  std::optional<std::size_t> size() const override { return indices_.size(); }
+  const std::vector<int64_t>& indices() const { return indices_; }
+
+ private:
+  std::shared_ptr<D> dataset_;
+  std::vector<int64_t> indices_;
+};
+
+/// Shuffles the dataset's indices with `seed`, keeps the first `samples` (0: all), and splits
+/// them into (train, validation) with `validation_fraction` of them in validation.
+template <RandomAccessDataset D>
+std::pair<Subset<D>, Subset<D>> random_split(std::shared_ptr<D> dataset, int64_t samples,
+                                             double validation_fraction, uint64_t seed) {
+  const int64_t size = checked_size(*dataset);
+  detail::require(samples >= 0, "samples must be >= 0, got ", samples);
+  detail::require(validation_fraction >= 0 && validation_fraction < 1,
+                  "validation fraction must be in [0, 1), got ", validation_fraction);
+  const int64_t used = samples > 0 ? std::min(samples, size) : size;
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto order = torch::randperm(size, generator, torch::kLong);
+  const auto* data = order.data_ptr<int64_t>();
+  const auto validation = static_cast<int64_t>(static_cast<double>(used) * validation_fraction);
+  detail::require(used - validation >= 1, "no training examples left after the split");
+  std::vector<int64_t> train(data, data + (used - validation)),
+      val(data + (used - validation), data + used);
+  return {Subset<D>(dataset, std::move(train)), Subset<D>(dataset, std::move(val))};
+}
+
+}  // namespace parallax
