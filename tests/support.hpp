@@ -1,6 +1,11 @@
 // Small models and datasets shared by the tests.
 #pragma once
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
 #include <parallax/parallax.hpp>
 
 // c10's logging defines glog-style CHECK macros; doctest's must win in tests.
@@ -37,6 +42,15 @@ struct NetImpl : torch::nn::Cloneable<NetImpl> {
   torch::nn::Dropout drop{nullptr};
 };
 TORCH_MODULE(Net);
+
+/// An empty directory under the system's temporary folder, unique to this process.
+inline std::filesystem::path fresh_directory(const std::string& name) {
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("parallax-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(path);
+  std::filesystem::create_directories(path);
+  return path;
+}
 
 inline px::TensorDataset classification_data(int64_t n, uint64_t seed = 1, int64_t inputs = 6) {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);

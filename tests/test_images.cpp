@@ -14,9 +14,7 @@ namespace {
 
 /// root/b/{0,1}.png (solid colours), root/a/0.png, root/a/broken.jpg (not an image).
 fs::path make_folder(const std::string& name) {
-  const auto root =
-      fs::temp_directory_path() / ("parallax-images-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(root);
+  const auto root = fresh_directory("images-" + name);
   fs::create_directories(root / "a");
   fs::create_directories(root / "b");
   auto solid = [](const fs::path& path, int r, int g, int b) {

@@ -10,14 +10,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_directory(const std::string& name) {
-  const auto path =
-      fs::temp_directory_path() / ("parallax-test-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(path);
-  fs::create_directories(path);
-  return path;
-}
-
 std::string read_file(const fs::path& path) {
   std::ifstream in(path);
   std::stringstream text;
