@@ -71,33 +71,25 @@ inline RendezvousInfo resolve_rendezvous(
     const auto text = env(name);
     return text ? std::optional(detail::parse_count(name, *text)) : std::nullopt;
   };
-  const auto rank = number("RANK"), world = number("WORLD_SIZE"), local = number("LOCAL_RANK");
-  const auto slurm_rank = number("SLURM_PROCID"), slurm_world = number("SLURM_NTASKS"),
-             slurm_local = number("SLURM_LOCALID");
-  const auto mpi_rank = number("OMPI_COMM_WORLD_RANK"), mpi_world = number("OMPI_COMM_WORLD_SIZE"),
-             mpi_local = number("OMPI_COMM_WORLD_LOCAL_RANK");
-  const auto pmi_rank = number("PMI_RANK"), pmi_world = number("PMI_SIZE");
-  if (rank || world) {
-    detail::require(rank && world, "RANK and WORLD_SIZE must be set together (torchrun sets both)");
+  detail::require(env("RANK").has_value() == env("WORLD_SIZE").has_value(),
+                  "RANK and WORLD_SIZE must be set together (torchrun sets both)");
+  // The first launcher whose rank and size variables are both set wins.
+  struct Launcher {
+    const char *rank, *world, *local, *source;
+  };
+  for (const Launcher& launcher :
+       {Launcher{"RANK", "WORLD_SIZE", "LOCAL_RANK", "torchrun"},
+        Launcher{"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"},
+        Launcher{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                 "mpirun"},
+        Launcher{"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "mpirun"}}) {
+    const auto rank = number(launcher.rank), world = number(launcher.world);
+    if (!rank || !world) continue;
     info.rank = *rank;
     info.world_size = *world;
-    info.local_rank = local.value_or(0);
-    info.source = "torchrun";
-  } else if (slurm_rank && slurm_world) {
-    info.rank = *slurm_rank;
-    info.world_size = *slurm_world;
-    info.local_rank = slurm_local.value_or(0);
-    info.source = "slurm";
-  } else if (mpi_rank && mpi_world) {
-    info.rank = *mpi_rank;
-    info.world_size = *mpi_world;
-    info.local_rank = mpi_local.value_or(0);
-    info.source = "mpirun";
-  } else if (pmi_rank && pmi_world) {
-    info.rank = *pmi_rank;
-    info.world_size = *pmi_world;
-    info.local_rank = number("MPI_LOCALRANKID").value_or(0);
-    info.source = "mpirun";
+    info.local_rank = number(launcher.local).value_or(0);
+    info.source = launcher.source;
+    break;
   }
   if (options.rank() || options.world_size()) info.source = "explicit";
   info.rank = options.rank().value_or(info.rank);
