@@ -19,6 +19,11 @@ PACKAGES=(build-essential cmake ninja-build ccache git python3 python3-venv
   librange-v3-dev doctest-dev libopencv-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   libgloo-dev openmpi-bin gnuplot-nox)
 
+# For the browser test of `asl_resnet serve` only: installed when possible; where they cannot be,
+# that test reports itself skipped.
+BROWSER_PACKAGES=(chromium chromium-driver)
+SELENIUM_VERSION=4.27.1
+
 log() { echo "[bootstrap] $*" >&2; }
 
 install_packages() {
@@ -33,6 +38,24 @@ install_packages() {
   log "installing Debian packages: ${missing[*]}"
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+install_browser_tools() {
+  local missing=()
+  for package in "${BROWSER_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing ${missing[*]} for the browser test"
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"; } >&2 ||
+      log "could not install ${missing[*]}: the browser test will be skipped"
+  fi
+  "$VENV/bin/python" -c "import selenium" 2>/dev/null ||
+    "$VENV/bin/python" -m pip install -q "selenium==$SELENIUM_VERSION" >&2 ||
+    log "could not install selenium: the browser test will be skipped"
 }
 
 venv_ok() {
@@ -61,6 +84,7 @@ fi
 
 install_packages
 install_venv
+install_browser_tools
 TORCH_PREFIX=$("$VENV/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
 GENERATOR=()
 # A fresh build tree uses Ninja when present; an existing one keeps the generator it was made with.

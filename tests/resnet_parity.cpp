@@ -1,13 +1,14 @@
 // examples/asl_resnet's ResNet-18/34/50 against torchvision (tests/resnet_reference.py): the
-// parameter and buffer names must be exactly torchvision's, the weights load from a plain dict, and
-// the eval-mode outputs for the same input agree within 1e-4. Prints "verdict: resnet parity".
+// parameter and buffer names must be exactly torchvision's, the weights load from a plain dict
+// through the flagship's loader, and the eval-mode outputs for the same input agree within 1e-4.
+// Prints "verdict: resnet parity".
 #include <cstdio>
 #include <fstream>
-#include <set>
 
 #include <parallax/parallax.hpp>
 
-#include "../examples/asl_resnet/resnet.hpp"
+#include "../examples/asl_resnet/models.hpp"
+#include "../examples/asl_resnet/weights.hpp"
 
 namespace px = parallax;
 
@@ -21,34 +22,21 @@ c10::Dict<c10::IValue, c10::IValue> load_dict(const std::string& path) {
 }
 
 bool check(const std::string& dir, int64_t depth) {
-  const auto weights = load_dict(dir + "/resnet" + std::to_string(depth) + ".pt");
-  const auto io = load_dict(dir + "/resnet" + std::to_string(depth) + "_io.pt");
-  asl::ResNet model(depth, 29);
-  std::set<std::string> ours, theirs;
-  for (const auto& entry : weights) theirs.insert(entry.key().toStringRef());
+  const std::string name = "resnet" + std::to_string(depth);
+  const auto io = load_dict(dir + "/" + name + "_io.pt");
+  auto network = asl::make_network(name, 29, 64);
+  // The flagship's own loader: strict by name and shape, as PyTorch's load_state_dict.
+  const auto skipped = asl::load_state_dict(*network.model, dir + "/" + name + ".pt", network.head);
+  if (!skipped.empty()) return false;
   torch::NoGradGuard no_grad;
-  auto copy = [&](const std::string& name, torch::Tensor& tensor) {
-    ours.insert(name);
-    if (weights.contains(name)) tensor.copy_(weights.at(name).toTensor());
-  };
-  for (auto& item : model->named_parameters()) copy(item.key(), item.value());
-  for (auto& item : model->named_buffers()) copy(item.key(), item.value());
-  if (ours != theirs) {
-    for (const auto& name : ours)
-      if (!theirs.count(name))
-        std::printf("resnet%lld: not in torchvision: %s\n", (long long)depth, name.c_str());
-    for (const auto& name : theirs)
-      if (!ours.count(name))
-        std::printf("resnet%lld: missing here: %s\n", (long long)depth, name.c_str());
-    return false;
-  }
-  model->eval();
-  const auto output = model->forward(io.at("x").toTensor());
+  network.model->eval();
+  const auto output = network.model(io.at("x").toTensor());
   const double diff = (output - io.at("y").toTensor()).abs().max().item<double>();
-  std::printf("resnet%lld: %zu tensors by torchvision's names; max output difference %.3g\n",
-              (long long)depth, ours.size(), diff);
+  std::printf("%s: %zu tensors by torchvision's names; max output difference %.3g\n", name.c_str(),
+              network.model->named_parameters().size() + network.model->named_buffers().size(),
+              diff);
   // A replica made by clone() (what DataParallel does) must compute the same.
-  auto replica = std::dynamic_pointer_cast<asl::ResNetImpl>(model->clone());
+  auto replica = std::dynamic_pointer_cast<asl::ResNetImpl>(network.model->clone());
   const double replica_diff =
       (replica->forward(io.at("x").toTensor()) - output).abs().max().item<double>();
   return diff <= 1e-4 && replica_diff == 0.0;

@@ -64,7 +64,9 @@ inline torch::Tensor cross_entropy(const torch::Tensor& output, const torch::Ten
 }
 
 inline torch::Tensor flat_parameters(const torch::nn::Module& module) {
-  return torch::nn::utils::parameters_to_vector(module.parameters()).detach().cpu().clone();
+  std::vector<torch::Tensor> flat;  // reshape, not view: parameters may be channels-last
+  for (const auto& p : module.parameters()) flat.push_back(p.detach().cpu().reshape({-1}));
+  return torch::cat(flat);
 }
 
 inline double max_difference(const torch::Tensor& a, const torch::Tensor& b) {

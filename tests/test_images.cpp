@@ -1,6 +1,7 @@
 // ImageFolder (OpenCV) and PackedImages: classes, labels, preprocessing, bad files, packing.
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 
 #include <opencv2/imgcodecs.hpp>
 #include <parallax/data/image_folder.hpp>
@@ -74,6 +75,47 @@ TEST_SUITE("images") {
     int64_t seen = 0;
     for (px::Batch& batch : loader.epoch(0)) seen += batch.size();
     CHECK(seen == 3);
+    fs::remove_all(root);
+  }
+
+  TEST_CASE("decode_image: empty, truncated and undecodable inputs are named; check_images") {
+    const auto root = make_folder("check");
+    const cv::Mat image(50, 60, CV_8UC3, cv::Scalar(10, 20, 30));
+    std::vector<uint8_t> jpeg;
+    REQUIRE(cv::imencode(".jpg", image, jpeg));
+    const auto whole = px::decode_image(jpeg.data(), jpeg.size(), 16, "upload");
+    CHECK(whole.sizes() == torch::IntArrayRef{3, 16, 16});
+    CHECK_THROWS_WITH_AS(px::decode_image(jpeg.data(), 0, 16, "upload"),
+                         doctest::Contains("image 'upload' is empty"), px::InputError);
+    CHECK_THROWS_WITH_AS(px::decode_image(jpeg.data(), jpeg.size() / 2, 16, "half.jpg"),
+                         doctest::Contains("'half.jpg' is a truncated JPEG"), px::InputError);
+    const uint8_t noise[] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK_THROWS_WITH_AS(px::decode_image(noise, sizeof noise, 16, "noise"),
+                         doctest::Contains("cannot decode image 'noise'"), px::InputError);
+    CHECK_THROWS_WITH_AS(px::decode_image(jpeg.data(), jpeg.size(), 16, "big", 100),
+                         doctest::Contains("60x50 pixels, over the limit"), px::InputError);
+    // A truncated file in a folder: check_images names it, and refuses it when strict.
+    std::ofstream(root / "b" / "cut.jpg", std::ios::binary)
+        .write(reinterpret_cast<const char*>(jpeg.data()),
+               static_cast<std::streamsize>(jpeg.size() / 2));
+    px::ImageFolder folder(root, px::ImageOptions().image_size(8));
+    int ticks = 0;
+    std::mutex mutex;
+    const auto check = px::check_images(folder, *folder.size(), 2, false, [&] {
+      std::lock_guard lock(mutex);
+      ++ticks;
+    });
+    CHECK(ticks == 5);
+    CHECK(check.readable == std::vector<int64_t>{0, 2, 3});
+    REQUIRE(check.skipped.size() == 2);
+    CHECK(check.skipped[0].find("broken.jpg") != std::string::npos);
+    CHECK(check.skipped[1].find("cut.jpg: image") != std::string::npos);
+    CHECK_THROWS_WITH_AS(px::check_images(folder, *folder.size(), 2, true),
+                         doctest::Contains("broken.jpg"), px::InputError);
+    // An empty class folder is refused by name.
+    fs::create_directories(root / "c");
+    auto open = [&] { px::ImageFolder folder_with_empty_class(root); };
+    CHECK_THROWS_WITH_AS(open(), doctest::Contains("class folder '"), px::InputError);
     fs::remove_all(root);
   }
 

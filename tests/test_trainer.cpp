@@ -185,7 +185,8 @@ TEST_SUITE("callbacks") {
     });
     const auto text = out.str();
     CHECK(text.find("epoch 1/1") != std::string::npos);
-    CHECK(text.find("4/4 loss ") != std::string::npos);
+    CHECK(text.find("epoch 1/1 loss ") != std::string::npos);
+    CHECK(text.find("] 4/4 ") != std::string::npos);
     CHECK(text.find("img/s ETA") != std::string::npos);
     CHECK(text.find('\r') == std::string::npos);
   }
@@ -224,5 +225,76 @@ TEST_SUITE("evaluate") {
     const double accuracy = direct.argmax(1).eq(data.targets()).sum().item<double>() / 50;
     CHECK(metrics.accuracy == doctest::Approx(accuracy));
     CHECK(net->is_training());  // evaluate restores the previous mode
+  }
+}
+
+namespace {
+
+/// A small convolutional classifier that records the dtype its convolution computed in.
+struct ConvNetImpl : torch::nn::Cloneable<ConvNetImpl> {
+  ConvNetImpl() { reset(); }
+  void reset() override {
+    conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    bn = register_module("bn", torch::nn::BatchNorm2d(8));
+    fc = register_module("fc", torch::nn::Linear(8, 3));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto y = conv(x);
+    conv_dtype = y.scalar_type();
+    return fc(torch::relu(bn(y)).mean({2, 3}));
+  }
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm2d bn{nullptr};
+  torch::nn::Linear fc{nullptr};
+  c10::ScalarType conv_dtype = c10::ScalarType::Undefined;
+};
+TORCH_MODULE(ConvNet);
+
+px::TensorDataset image_data(int64_t n) {
+  torch::manual_seed(5);
+  return px::TensorDataset(torch::randn({n, 3, 8, 8}), torch::randint(0, 3, {n}));
+}
+
+}  // namespace
+
+TEST_SUITE("precision") {
+  TEST_CASE("with_channels_last: NHWC weights and inputs, same results through DataParallel<2>") {
+    auto data = image_data(40);
+    auto train = [&](bool channels_last) {
+      torch::manual_seed(3);
+      ConvNet net;
+      px::Model model = px::make_model(net);
+      if (channels_last) model = px::with_channels_last(model);
+      CHECK(net->conv->weight.is_contiguous(torch::MemoryFormat::ChannelsLast) == channels_last);
+      torch::optim::SGD optimizer(net->parameters(), 0.1);
+      px::Trainer<px::DataParallel<2>> trainer(
+          model, optimizer, px::TrainerOptions().epochs(2).batch_size(8).seed(1),
+          px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCPU, torch::kCPU})));
+      trainer.fit(data, cross_entropy);
+      return flat_parameters(*net);
+    };
+    CHECK(max_difference(train(true), train(false)) <= 1e-4);
+  }
+
+  TEST_CASE("with_autocast: bfloat16 inside forward only, float32 outputs, training proceeds") {
+    auto data = image_data(32);
+    torch::manual_seed(4);
+    ConvNet net;
+    const auto input = data.inputs().narrow(0, 0, 4);
+    const auto reference = net->forward(input);
+    CHECK((net->conv_dtype == torch::kFloat));
+    px::Model model = px::with_autocast(px::make_model(net));
+    const auto output = model(input);
+    CHECK((net->conv_dtype == torch::kBFloat16));
+    CHECK((output.scalar_type() == torch::kFloat));
+    CHECK_FALSE(at::autocast::is_autocast_enabled(at::kCPU));  // the region is closed again
+    CHECK(max_difference(output, reference) <= 0.1);
+    CHECK_THROWS_AS(px::with_autocast(model, at::kHalf), px::InputError);
+    torch::optim::Adam optimizer(net->parameters(), 1e-2);
+    px::Trainer<px::Single> trainer(model, optimizer,
+                                    px::TrainerOptions().epochs(5).batch_size(8).seed(1));
+    const auto history = trainer.fit(data, cross_entropy);
+    CHECK(history.epochs.back().train_loss < history.epochs.front().train_loss);
+    CHECK((net->conv->weight.scalar_type() == torch::kFloat));  // master weights stay float32
   }
 }

@@ -36,6 +36,13 @@ inline std::string first_line(const std::string& message) {
   return message.substr(0, message.find('\n'));
 }
 
+/// first_line without our "parallax: " prefix, for quoting one error inside another.
+inline std::string quoted_message(const std::string& message) {
+  std::string line = first_line(message);
+  const std::string prefix = "parallax: ";
+  return line.rfind(prefix, 0) == 0 ? line.substr(prefix.size()) : line;
+}
+
 }  // namespace detail
 
 /// Runs a program's body with the exit-code contract: its return value on success, 2 with one

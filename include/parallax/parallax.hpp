@@ -25,6 +25,8 @@
 #include "parallax/comm/local_reduce.hpp"
 #include "parallax/comm/rendezvous.hpp"
 
+#include "parallax/policy/autocast.hpp"
+#include "parallax/policy/channels_last.hpp"
 #include "parallax/policy/concept.hpp"
 #include "parallax/policy/data_parallel.hpp"
 #include "parallax/policy/devices.hpp"

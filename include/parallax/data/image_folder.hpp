@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,16 +27,47 @@
 
 namespace parallax {
 
-/// Decodes `path` into uint8 [3, size, size] RGB (area-resized). Throws InputError naming the
-/// file when it cannot be read or decoded.
-inline torch::Tensor load_image(const std::filesystem::path& path, int64_t size) {
-  cv::Mat bgr = cv::imread(path.string(), cv::IMREAD_COLOR);
-  detail::require(!bgr.empty(), "cannot decode image '", path.string(), "'");
+/// Decodes an encoded image (JPEG, PNG, ...) held in memory into uint8 [3, size, size] RGB
+/// (area-resized). `name` (a path, an upload) names it in errors. Refuses an empty buffer, a
+/// JPEG cut short (no end-of-image marker: libjpeg would silently grey-fill the rest) and
+/// images over `max_pixels`. (OpenCV itself refuses, before decoding, images over its
+/// OPENCV_IO_MAX_IMAGE_PIXELS environment setting, read at the first decode.)
+inline torch::Tensor decode_image(const uint8_t* data, std::size_t bytes, int64_t size,
+                                  const std::string& name, int64_t max_pixels = 64 << 20) {
+  detail::require(bytes > 0, "image '", name, "' is empty");
+  const bool jpeg = bytes >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+  if (jpeg) {
+    std::size_t end = bytes;  // tolerate padding after the end-of-image marker
+    while (end > 2 && (data[end - 1] == 0 || data[end - 1] == '\n')) --end;
+    detail::require(end >= 4 && data[end - 2] == 0xFF && data[end - 1] == 0xD9, "image '", name,
+                    "' is a truncated JPEG");
+  }
+  const cv::Mat encoded(1, static_cast<int>(bytes), CV_8UC1, const_cast<uint8_t*>(data));
+  cv::Mat bgr;
+  try {
+    bgr = cv::imdecode(encoded, cv::IMREAD_COLOR);
+  } catch (const cv::Exception& error) {
+    throw InputError("cannot decode image '" + name + "': " + detail::first_line(error.what()));
+  }
+  detail::require(!bgr.empty(), "cannot decode image '", name, "'");
+  detail::require(static_cast<int64_t>(bgr.total()) <= max_pixels, "image '", name, "' is ",
+                  bgr.cols, "x", bgr.rows, " pixels, over the limit of ", max_pixels);
   cv::Mat rgb, resized;
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   cv::resize(rgb, resized, cv::Size(static_cast<int>(size), static_cast<int>(size)), 0, 0,
              cv::INTER_AREA);
   return torch::from_blob(resized.data, {size, size, 3}, torch::kUInt8).permute({2, 0, 1}).clone();
+}
+
+/// Reads and decodes the file `path` (see decode_image). Throws InputError naming the file when
+/// it cannot be read or decoded.
+inline torch::Tensor load_image(const std::filesystem::path& path, int64_t size) {
+  std::ifstream in(path, std::ios::binary);
+  detail::require(in.good(), "cannot read image '", path.string(), "'");
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
+                                std::istreambuf_iterator<char>());
+  return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), size,
+                      path.string());
 }
 
 class ImageFolder : public torch::data::datasets::Dataset<ImageFolder> {
@@ -52,6 +85,7 @@ class ImageFolder : public torch::data::datasets::Dataset<ImageFolder> {
       for (const auto& entry : fs::recursive_directory_iterator(folder))
         if (entry.is_regular_file() && is_image(entry.path())) images.push_back(entry.path());
       std::sort(images.begin(), images.end());
+      detail::require(!images.empty(), "class folder '", folder.string(), "' has no images");
       const auto label = static_cast<int64_t>(classes_.size());
       classes_.push_back(folder.filename().string());
       for (auto& image : images) files_.push_back({std::move(image), label});

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,45 +47,93 @@ struct PackReport {
   std::vector<std::string> skipped;  // "path: reason", for files that could not be decoded
 };
 
-/// Decodes every image of `source` with `threads` threads and writes them to `path` atomically.
-/// Undecodable files are skipped and reported, or, with `strict`, fail the whole pack.
-template <PixelSource S>
-PackReport pack_images(const S& source, std::size_t count, const std::filesystem::path& path,
-                       int threads = 2, bool strict = false) {
-  detail::require(count > 0, "nothing to pack into '", path.string(), "'");
-  const torch::Tensor first = source.pixels(0);
-  const auto shape = first.sizes().vec();
-  const int64_t image_bytes = first.numel();
-  std::vector<uint8_t> pixels(count * static_cast<std::size_t>(image_bytes));
+/// Which images of a source decode: their indices, and "path: reason" for the others.
+struct ImageCheck {
+  std::vector<int64_t> readable;
+  std::vector<std::string> skipped;
+};
+
+namespace detail {
+
+/// Decodes every image of `source` on `threads` threads, handing each to `store(index, pixels)`
+/// (called concurrently for different indices), and sorts them into readable and skipped; with
+/// `strict` the first unreadable image is an InputError. `on_image` (if any) is called from the
+/// decoding threads after each image, e.g. to tick a ProgressLine.
+template <PixelSource S, class Store>
+ImageCheck decode_each(const S& source, std::size_t count, int threads, bool strict, Store&& store,
+                       const std::function<void()>& on_image = {}) {
   std::vector<std::string> errors(count);
   std::atomic<std::size_t> next{0};
   auto work = [&] {
     for (std::size_t i; (i = next++) < count;) {
       try {
-        const torch::Tensor image = source.pixels(i).contiguous();
-        if (image.sizes().vec() != shape) throw std::runtime_error("unexpected image shape");
-        std::memcpy(pixels.data() + i * image_bytes, image.data_ptr<uint8_t>(), image_bytes);
+        store(i, source.pixels(i));
       } catch (const std::exception& error) {
-        errors[i] = source.path(i).string() + ": " + detail::first_line(error.what());
+        errors[i] = source.path(i).string() + ": " + detail::quoted_message(error.what());
       }
+      if (on_image) on_image();
     }
   };
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) pool.emplace_back(work);
   work();
   for (auto& thread : pool) thread.join();
-
-  PackReport report;
-  std::vector<int64_t> labels;
-  std::vector<std::size_t> kept;
+  ImageCheck check;
   for (std::size_t i = 0; i < count; ++i) {
-    if (!errors[i].empty()) {
-      detail::require(!strict, "cannot pack ", errors[i]);
-      report.skipped.push_back(errors[i]);
+    if (errors[i].empty()) {
+      check.readable.push_back(static_cast<int64_t>(i));
       continue;
     }
-    kept.push_back(i);
-    labels.push_back(source.label(i));
+    detail::require(!strict, "cannot read ", errors[i]);
+    check.skipped.push_back(std::move(errors[i]));
+  }
+  return check;
+}
+
+}  // namespace detail
+
+/// Decodes every image of `source` once (`threads` threads) to find those that cannot be read:
+/// train on `Subset(source, check.readable)`. With `strict`, an unreadable image is an error.
+template <PixelSource S>
+ImageCheck check_images(const S& source, std::size_t count, int threads = 2, bool strict = false,
+                        const std::function<void()>& on_image = {}) {
+  return detail::decode_each(
+      source, count, threads, strict, [](std::size_t, const torch::Tensor&) {}, on_image);
+}
+
+/// Decodes every image of `source` with `threads` threads and writes them to `path` atomically.
+/// Undecodable files are skipped and reported, or, with `strict`, fail the whole pack.
+/// `on_image` as in check_images.
+template <PixelSource S>
+PackReport pack_images(const S& source, std::size_t count, const std::filesystem::path& path,
+                       int threads = 2, bool strict = false,
+                       const std::function<void()>& on_image = {}) {
+  detail::require(count > 0, "nothing to pack into '", path.string(), "'");
+  std::vector<int64_t> shape;
+  int64_t image_bytes = 0;
+  for (std::size_t i = 0; i < count && shape.empty(); ++i) try {
+      const torch::Tensor first = source.pixels(i);
+      shape = first.sizes().vec();
+      image_bytes = first.numel();
+    } catch (const std::exception&) {
+      // an unreadable image: decode_each reports it below
+    }
+  std::vector<uint8_t> pixels(count * static_cast<std::size_t>(image_bytes));
+  const ImageCheck check = detail::decode_each(
+      source, count, threads, strict,
+      [&](std::size_t i, torch::Tensor image) {
+        image = image.contiguous();
+        if (image.sizes().vec() != shape) throw std::runtime_error("unexpected image shape");
+        std::memcpy(pixels.data() + i * image_bytes, image.data_ptr<uint8_t>(), image_bytes);
+      },
+      on_image);
+  PackReport report;
+  report.skipped = check.skipped;
+  std::vector<int64_t> labels;
+  std::vector<std::size_t> kept;
+  for (const int64_t i : check.readable) {
+    kept.push_back(static_cast<std::size_t>(i));
+    labels.push_back(source.label(static_cast<std::size_t>(i)));
   }
   detail::require(!kept.empty(), "no image of '", path.string(), "' could be decoded");
   write_atomically(path, [&](const std::filesystem::path& temporary) {

@@ -33,16 +33,18 @@ class Subset
   std::vector<int64_t> indices_;
 };
 
-/// Shuffles the dataset's indices with `seed`, keeps the first `samples` (0: all), and splits
+/// Shuffles the dataset's indices with `seed`, keeps the first `samples` (0: all; more than the
+/// dataset holds is an error), and splits
 /// them into (train, validation) with `validation_fraction` of them in validation.
 template <RandomAccessDataset D>
 std::pair<Subset<D>, Subset<D>> random_split(std::shared_ptr<D> dataset, int64_t samples,
                                              double validation_fraction, uint64_t seed) {
   const int64_t size = checked_size(*dataset);
   detail::require(samples >= 0, "samples must be >= 0, got ", samples);
+  detail::require(samples <= size, "asked for ", samples, " samples but the dataset has ", size);
   detail::require(validation_fraction >= 0 && validation_fraction < 1,
                   "validation fraction must be in [0, 1), got ", validation_fraction);
-  const int64_t used = samples > 0 ? std::min(samples, size) : size;
+  const int64_t used = samples > 0 ? samples : size;
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto order = torch::randperm(size, generator, torch::kLong);
   const auto* data = order.data_ptr<int64_t>();

@@ -59,6 +59,12 @@ concept ModuleLike = std::derived_from<module_impl_t<M>, torch::nn::Module> &&
   { module.forward(input) } -> std::convertible_to<torch::Tensor>;
 };
 
+/// A Model is already wrapped: passes through (e.g. a network chosen at run time, or one whose
+/// forward was decorated by with_autocast).
+inline Model make_model(Model model) {
+  return model;
+}
+
 /// Wraps a holder or shared_ptr of a module into a Model.
 template <ModuleLike M>
 Model make_model(M&& model) {

@@ -1,6 +1,8 @@
 // TrainerOptions: the fluent options struct of Trainer, in the style of torch::data's.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -37,6 +39,18 @@ struct TrainerOptions {
 /// Sets the learning rate of every parameter group.
 inline void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+/// Cosine annealing per epoch from `lr` towards 0 over `epochs` (torch's CosineAnnealingLR
+/// with T_max = epochs, eta_min = 0, stepped once per epoch).
+inline LrSchedule cosine_schedule(double lr, int64_t epochs) {
+  return [lr, epochs](torch::optim::Optimizer& optimizer, int64_t epoch) {
+    const double pi = 3.14159265358979323846;
+    set_learning_rate(optimizer,
+                      0.5 * lr *
+                          (1 + std::cos(pi * static_cast<double>(epoch) /
+                                        static_cast<double>(std::max<int64_t>(epochs, 1)))));
+  };
 }
 
 /// The learning rate of the first parameter group.

@@ -5,16 +5,83 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
 
 #include "parallax/train/callbacks.hpp"
 
 namespace parallax {
+
+namespace detail {
+
+/// "[#####...............] 5/20 12.3 img/s ETA 4s": the bar every progress display shares.
+inline std::string progress_text(int64_t done, int64_t total, double elapsed_seconds, double rate,
+                                 const char* unit) {
+  constexpr int width = 20;
+  const int filled = static_cast<int>(width * done / std::max<int64_t>(1, total));
+  const double eta =
+      done > 0 ? elapsed_seconds / static_cast<double>(done) * static_cast<double>(total - done)
+               : 0;
+  char text[160];
+  std::snprintf(text, sizeof text, "[%s%s] %lld/%lld %.1f %s ETA %.0fs",
+                std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                static_cast<long long>(done), static_cast<long long>(total), rate, unit, eta);
+  return text;
+}
+
+}  // namespace detail
+
+/// A progress line for work that is not a training epoch (decoding, packing): tick() from any
+/// thread; redrawn in place on a terminal, a line per tenth otherwise.
+class ProgressLine {
+ public:
+  ProgressLine(std::string label, int64_t total, const char* unit = "items/s",
+               std::ostream& out = std::cerr)
+      : label_(std::move(label)),
+        unit_(unit),
+        total_(total),
+        out_(out),
+        terminal_(&out == &std::cerr ? ::isatty(STDERR_FILENO) : false) {}
+
+  void tick() {
+    const int64_t done = ++done_;
+    std::unique_lock lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock() && done != total_) return;
+    if (!lock.owns_lock()) lock.lock();
+    const auto now = std::chrono::steady_clock::now();
+    const bool last = done == total_;
+    if (terminal_) {
+      if (!last && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    } else {
+      const int64_t tenth = std::max<int64_t>(1, total_ / 10);
+      if (!last && done / tenth == drawn_ / tenth) return;
+    }
+    last_draw_ = now;
+    drawn_ = done;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    out_ << (terminal_ ? "\r" : "") << label_ << ' '
+         << detail::progress_text(done, total_, elapsed, elapsed > 0 ? done / elapsed : 0.0, unit_)
+         << (terminal_ ? "\033[K" : "") << (terminal_ && !last ? "" : "\n") << std::flush;
+  }
+
+ private:
+  std::string label_;
+  const char* unit_;
+  int64_t total_;
+  std::ostream& out_;
+  bool terminal_;
+  std::atomic<int64_t> done_{0};
+  std::mutex mutex_;
+  int64_t drawn_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_draw_{};
+};
 
 class ProgressBar : public Callback {
  public:
@@ -68,17 +135,12 @@ class ProgressBar : public Callback {
   }
 
   static std::string line(const StepInfo& s) {
-    const double rate = s.elapsed_seconds > 0 ? s.samples / s.elapsed_seconds : 0;
-    const double eta = s.step > 0 ? s.elapsed_seconds / s.step * (s.steps - s.step) : 0;
     const double loss = s.samples > 0 ? s.loss_sum.item<double>() / s.samples : NAN;
-    constexpr int width = 20;
-    const int filled = static_cast<int>(width * s.step / std::max<int64_t>(1, s.steps));
+    const double rate = s.elapsed_seconds > 0 ? s.samples / s.elapsed_seconds : 0;
     char text[256];
-    std::snprintf(text, sizeof text,
-                  "epoch %lld/%lld [%s%s] %lld/%lld loss %.4f %.1f img/s ETA %.0fs",
-                  static_cast<long long>(s.epoch + 1), static_cast<long long>(s.epochs),
-                  std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                  static_cast<long long>(s.step), static_cast<long long>(s.steps), loss, rate, eta);
+    std::snprintf(text, sizeof text, "epoch %lld/%lld loss %.4f %s",
+                  static_cast<long long>(s.epoch + 1), static_cast<long long>(s.epochs), loss,
+                  detail::progress_text(s.step, s.steps, s.elapsed_seconds, rate, "img/s").c_str());
     return text;
   }
 

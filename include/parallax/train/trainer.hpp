@@ -34,11 +34,11 @@ class Trainer {
  public:
   using Clock = std::chrono::steady_clock;
 
-  /// `model`: a module holder or shared_ptr (moved to the policy's device); `optimizer` must
-  /// hold the model's parameters and outlive the Trainer.
-  template <ModuleLike M>
-  Trainer(M&& model, torch::optim::Optimizer& optimizer, TrainerOptions options = {},
-          P policy = P{})
+  /// `model`: a module holder or shared_ptr, or a Model (moved to the policy's device);
+  /// `optimizer` must hold the model's (trainable) parameters and outlive the Trainer.
+  template <class M>
+  requires ModuleLike<M> || std::same_as<std::remove_cvref_t<M>, Model> Trainer(
+      M&& model, torch::optim::Optimizer& optimizer, TrainerOptions options = {}, P policy = P{})
       : model_(make_model(std::forward<M>(model))),
         optimizer_(optimizer),
         options_(std::move(options)),

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# asl_resnet refuses bad input with exit code 2 and one line naming the problem, and leaves no
+# output directory behind. Unreadable images are skipped by name, or refused with --strict.
+# Usage: asl_resnet_bad_input.sh ASL_RESNET PYTHON
+set -euo pipefail
+BIN=$1
+PY=$2
+DIR=$(mktemp -d)
+trap 'rm -rf "$DIR"' EXIT
+"$BIN" synth --out "$DIR/data" --per-class 3 --seed 4 > /dev/null
+TRAIN="$DIR/data/asl_alphabet_train/asl_alphabet_train"
+"$BIN" prepare --data "$DIR/data" --out "$DIR/pack.pxpack" --image-size 32 > /dev/null 2>&1
+
+refuse() {  # refuse "EXPECTED TEXT" ARGS... : exit 2, the text on stderr's last line, no $DIR/out
+  local expected=$1
+  shift
+  set +e
+  "$BIN" "$@" > /dev/null 2> "$DIR/err"
+  local code=$?
+  set -e
+  if [ $code != 2 ] || ! tail -n 1 "$DIR/err" | grep -qF -- "$expected" || [ -e "$DIR/out" ]; then
+    echo "FAILED: asl_resnet $* -> exit $code, stderr:"; cat "$DIR/err"
+    [ -e "$DIR/out" ] && echo "(and $DIR/out was left behind)"
+    exit 1
+  fi
+}
+small=(--epochs 1 --image-size 32 --batch-size 16 --workers 1 --out "$DIR/out")
+refuse "image folder '$DIR/missing' does not exist" train --data "$DIR/missing" "${small[@]}"
+mkdir -p "$DIR/flat" && cp "$TRAIN/A/A1.jpg" "$DIR/flat/"
+refuse "image folder '$DIR/flat' has no class sub-folders" train --data "$DIR/flat" "${small[@]}"
+mkdir -p "$DIR/withempty/A" "$DIR/withempty/B" && cp "$TRAIN/A/A1.jpg" "$DIR/withempty/A/"
+refuse "class folder '$DIR/withempty/B' has no images" train --data "$DIR/withempty" "${small[@]}"
+refuse "unknown --arch 'resnet99'" train --arch resnet99 --data "$DIR/pack.pxpack" "${small[@]}"
+refuse "--image-size: Value 0 not in range" train --image-size 0 --data "$DIR/pack.pxpack" --out "$DIR/out"
+refuse "--image-size 16 is too small for alexnet" train --arch alexnet --data "$DIR/pack.pxpack" --image-size 16 --out "$DIR/out"
+refuse "holds 32 px images but --image-size is 64" train --data "$DIR/pack.pxpack" --image-size 64 --out "$DIR/out"
+refuse "unknown --policy 'dpp:2'" train --policy dpp:2 --data "$DIR/pack.pxpack" "${small[@]}"
+refuse "--samples 1000 is more than the 87 images in '$DIR/pack.pxpack'" train --samples 1000 --data "$DIR/pack.pxpack" "${small[@]}"
+echo "not a state dict" > "$DIR/text.pt"
+refuse "'$DIR/text.pt' is not a state dict" train --pretrained "$DIR/text.pt" --data "$DIR/pack.pxpack" "${small[@]}"
+"$PY" -c "import torch, sys; torch.save([torch.zeros(2)], sys.argv[1])" "$DIR/list.pt"
+refuse "'$DIR/list.pt' is not a state dict" train --pretrained "$DIR/list.pt" --data "$DIR/pack.pxpack" "${small[@]}"
+"$PY" -c "import torch, sys; torch.save({'conv1.weight': torch.zeros(1)}, sys.argv[1])" "$DIR/wrong.pt"
+refuse "'$DIR/wrong.pt' has conv1.weight of shape [1], this model [64, 3, 7, 7]" train --pretrained "$DIR/wrong.pt" --data "$DIR/pack.pxpack" "${small[@]}"
+refuse "model directory '$DIR/nomodel' does not exist" eval --model "$DIR/nomodel"
+refuse "unknown --policies entry 'dpp'" study --policies single,dpp --out "$DIR/out"
+
+# Unreadable files: a text file named .jpg and a truncated JPEG are named and skipped, or
+# refused with --strict (training, prepare and eval alike).
+mkdir -p "$DIR/bad/A" "$DIR/bad/B"
+cp "$TRAIN"/A/*.jpg "$DIR/bad/A/" && cp "$TRAIN"/B/*.jpg "$DIR/bad/B/"
+echo "not an image" > "$DIR/bad/A/text.jpg"
+head -c 2000 "$TRAIN/B/B1.jpg" > "$DIR/bad/B/cut.jpg"
+refuse "cannot read $DIR/bad/A/text.jpg: cannot decode image '$DIR/bad/A/text.jpg'" train --strict --data "$DIR/bad" "${small[@]}"
+refuse "cannot read $DIR/bad/A/text.jpg" prepare --strict --data "$DIR/bad" --out "$DIR/out"
+"$BIN" train --data "$DIR/bad" "${small[@]}" > /dev/null 2> "$DIR/err"
+grep -qF "skipped $DIR/bad/A/text.jpg: cannot decode image" "$DIR/err"
+grep -qF "skipped $DIR/bad/B/cut.jpg: image '$DIR/bad/B/cut.jpg' is a truncated JPEG" "$DIR/err"
+test -f "$DIR/out/metrics.json"
+mv "$DIR/out" "$DIR/model"
+refuse "cannot read image '$DIR/missing.jpg'" predict --model "$DIR/model" "$DIR/missing.jpg"
+refuse "is a truncated JPEG" predict --model "$DIR/model" "$DIR/bad/B/cut.jpg"
+refuse "cannot read $DIR/bad/A/text.jpg" eval --strict --model "$DIR/model" --data "$DIR/bad"
+rm "$DIR/model/model.pt"
+refuse "'$DIR/model/model.pt' is missing" eval --model "$DIR/model" --data "$DIR/bad"
+echo "asl_resnet bad input: ok"
