@@ -44,6 +44,9 @@ refuse "'$DIR/list.pt' is not a state dict" train --pretrained "$DIR/list.pt" --
 refuse "'$DIR/wrong.pt' has conv1.weight of shape [1], this model [64, 3, 7, 7]" train --pretrained "$DIR/wrong.pt" --data "$DIR/pack.pxpack" "${small[@]}"
 refuse "model directory '$DIR/nomodel' does not exist" eval --model "$DIR/nomodel"
 refuse "unknown --policies entry 'dpp'" study --policies single,dpp --out "$DIR/out"
+refuse "batch size 2 is smaller than the 3 replicas of policy" train --policy dp:3 --batch-size 2 --data "$DIR/pack.pxpack" --epochs 1 --image-size 32 --out "$DIR/out"
+refuse "--samples 1000 is more than the 87 images" study --data "$DIR/pack.pxpack" --image-size 32 --samples 1000 --out "$DIR/out"
+refuse "image folder '$DIR/missing/asl_alphabet_train' does not exist" study --data "$DIR/missing/asl_alphabet_train" --out "$DIR/out"
 
 # Unreadable files: a text file named .jpg and a truncated JPEG are named and skipped, or
 # refused with --strict (training, prepare and eval alike).

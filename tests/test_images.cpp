@@ -119,6 +119,40 @@ TEST_SUITE("images") {
     fs::remove_all(root);
   }
 
+  TEST_CASE("read_image_header: dimensions, completeness, trailing data, decompression bombs") {
+    const cv::Mat image(50, 60, CV_8UC3, cv::Scalar(10, 20, 30));
+    for (const int progressive : {0, 1}) {
+      std::vector<uint8_t> jpeg;
+      REQUIRE(cv::imencode(".jpg", image, jpeg, {cv::IMWRITE_JPEG_PROGRESSIVE, progressive}));
+      const auto header = px::read_image_header(jpeg.data(), jpeg.size());
+      REQUIRE(header.has_value());
+      CHECK(header->format == "jpeg");
+      CHECK(header->width == 60);
+      CHECK(header->height == 50);
+      CHECK(header->complete);
+      CHECK_FALSE(px::read_image_header(jpeg.data(), jpeg.size() - 3)->complete);
+      // Data after the end-of-image marker (a phone's "motion photo" video) is not truncation.
+      auto with_trailer = jpeg;
+      for (int i = 0; i < 1000; ++i) with_trailer.push_back(static_cast<uint8_t>(i * 7));
+      CHECK(px::read_image_header(with_trailer.data(), with_trailer.size())->complete);
+      CHECK(px::decode_image(with_trailer.data(), with_trailer.size(), 8, "trailer").size(1) == 8);
+    }
+    std::vector<uint8_t> png;
+    REQUIRE(cv::imencode(".png", image, png));
+    const auto header = px::read_image_header(png.data(), png.size());
+    REQUIRE(header.has_value());
+    CHECK(header->format == "png");
+    CHECK(header->width == 60);
+    CHECK(header->height == 50);
+    // A PNG header declaring 100000 x 100000 pixels: refused from the header alone.
+    png[16] = 0, png[17] = 1, png[18] = 0x86, png[19] = 0xA0;
+    png[20] = 0, png[21] = 1, png[22] = 0x86, png[23] = 0xA0;
+    CHECK_THROWS_WITH_AS(px::decode_image(png.data(), png.size(), 8, "bomb.png"),
+                         doctest::Contains("100000x100000 pixels, over the limit"), px::InputError);
+    const uint8_t other[] = {'B', 'M', 0, 0, 0, 0};
+    CHECK_FALSE(px::read_image_header(other, sizeof other).has_value());
+  }
+
   TEST_CASE("a file that is not a pack is refused with its path") {
     auto open = [](const fs::path& file) { px::PackedImages packed(file); };
     const auto path =

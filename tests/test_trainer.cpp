@@ -297,4 +297,19 @@ TEST_SUITE("precision") {
     CHECK(history.epochs.back().train_loss < history.epochs.front().train_loss);
     CHECK((net->conv->weight.scalar_type() == torch::kFloat));  // master weights stay float32
   }
+  TEST_CASE("DataParallel replicas keep frozen parameters frozen") {
+    auto data = image_data(24);
+    torch::manual_seed(6);
+    ConvNet net;
+    net->conv->weight.set_requires_grad(false);
+    const auto frozen = net->conv->weight.detach().clone();
+    torch::optim::SGD optimizer(net->fc->parameters(), 0.1);
+    px::Trainer<px::DataParallel<2>> trainer(
+        net, optimizer, px::TrainerOptions().epochs(2).batch_size(8),
+        px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCPU, torch::kCPU})));
+    trainer.fit(data, cross_entropy);
+    CHECK(torch::equal(net->conv->weight, frozen));
+    CHECK_FALSE(net->conv->weight.grad().defined());  // no replica sent a gradient for it
+    CHECK(net->fc->weight.grad().defined());
+  }
 }

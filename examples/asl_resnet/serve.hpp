@@ -8,12 +8,14 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,18 +43,16 @@ inline void send_json(httplib::Response& response, int status, const nlohmann::j
   response.set_content(body.dump(), "application/json");
 }
 
-/// The encoded image of a request: multipart field "image", or a raw image/* body.
-inline const std::string* uploaded_image(const httplib::Request& request) {
+/// The encoded image of a request: multipart field "image", or a raw image/* body; empty
+/// optional when the request carries neither.
+inline std::optional<std::string> uploaded_image(const httplib::Request& request) {
   if (request.is_multipart_form_data()) {
-    if (!request.has_file("image")) return nullptr;
-    // MultipartFormData is returned by value: keep the bytes in a thread-local copy.
-    thread_local std::string content;
-    content = request.get_file_value("image").content;
-    return &content;
+    if (!request.has_file("image")) return std::nullopt;
+    return request.get_file_value("image").content;
   }
   const std::string type = request.get_header_value("Content-Type");
-  if (type.rfind("image/", 0) == 0 || type == "application/octet-stream") return &request.body;
-  return nullptr;
+  if (type.rfind("image/", 0) == 0 || type == "application/octet-stream") return request.body;
+  return std::nullopt;
 }
 
 }  // namespace detail
@@ -111,9 +111,6 @@ inline int serve(const ServeArgs& a) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // OpenCV refuses images over this many pixels from their header, before allocating; it reads
-  // the setting once, at its first decode, so it is set before anything is decoded.
-  ::setenv("OPENCV_IO_MAX_IMAGE_PIXELS", std::to_string(a.max_pixels).c_str(), 1);
   ModelPool pool(a.model, a.instances);
   const TrainedModel& model = pool.front();
   // Requests run on `threads` pool threads; torch's own intra-op threads share the rest.
@@ -140,17 +137,19 @@ inline int serve(const ServeArgs& a) {
   });
   server.Post("/predict", [&](const httplib::Request& request, httplib::Response& response) {
     const auto start = std::chrono::steady_clock::now();
-    const std::string* image = detail::uploaded_image(request);
-    if (image == nullptr)
+    const std::optional<std::string> image = detail::uploaded_image(request);
+    if (!image)
       return detail::send_json(response, 400,
                                {{"error",
                                  "send an image as multipart field 'image' or as an image/jpeg or "
                                  "image/png body"}});
     torch::Tensor probabilities;
     try {
-      probabilities = model.probabilities(
+      const auto pixels =
           parallax::decode_image(reinterpret_cast<const uint8_t*>(image->data()), image->size(),
-                                 model.image_size(), "upload", a.max_pixels));
+                                 model.image_size(), "upload", a.max_pixels);
+      probabilities =
+          pool.with([&](const TrainedModel& instance) { return instance.probabilities(pixels); });
     } catch (const parallax::InputError& error) {
       return detail::send_json(response, 400,
                                {{"error", parallax::detail::quoted_message(error.what())}});
@@ -199,20 +198,32 @@ inline int serve(const ServeArgs& a) {
 
   parallax::detail::require(server.bind_to_port(a.host, a.port), "cannot listen on ", a.host, ":",
                             a.port, " (--host/--port: in use or not an address of this machine)");
+  // stop() only acts on a running server: a signal that comes before listening starts waits
+  // for it.
+  std::atomic<bool> finished{false};
   std::thread stopper([&] {
     int received = 0;
     sigwait(&signals, &received);
-    server.stop();
+    while (!finished) {
+      if (server.is_running()) {
+        server.stop();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   });
-  std::printf("serving http://%s:%d/ (model %s: %s, %zu classes, %lld px; %d threads)\n",
-              a.host.c_str(), a.port, a.model.c_str(), model.arch().c_str(), model.classes().size(),
-              static_cast<long long>(model.image_size()), a.threads);
+  std::printf(
+      "serving http://%s:%d/ (model %s: %s, %zu classes, %lld px; %d threads, %zu instance%s)\n",
+      a.host.c_str(), a.port, a.model.c_str(), model.arch().c_str(), model.classes().size(),
+      static_cast<long long>(model.image_size()), a.threads, pool.size(),
+      pool.size() == 1 ? " shared" : "s pooled");
   std::fflush(stdout);
-  server.listen_after_bind();
-  if (stopper.joinable()) {
-    pthread_kill(stopper.native_handle(), SIGTERM);  // wakes it if the server stopped otherwise
-    stopper.join();
-  }
+  const bool listened = server.listen_after_bind();
+  finished = true;
+  pthread_kill(stopper.native_handle(),
+               SIGTERM);  // wakes it if no signal came (harmless if one did)
+  stopper.join();
+  if (!listened) throw std::runtime_error("serve: the server stopped with an error");
   return 0;
 }
 

@@ -33,6 +33,7 @@
 
 #include "models.hpp"
 #include "study_report.hpp"
+#include "train.hpp"
 
 extern char** environ;
 
@@ -102,6 +103,13 @@ inline int run_logged(const std::vector<std::string>& args, const std::filesyste
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/// A number as text that reads back to the same double (std::to_string rounds to 6 decimals).
+inline std::string exact(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
+
 inline std::string last_line(const std::filesystem::path& log) {
   std::ifstream in(log);
   std::string line, last;
@@ -131,6 +139,19 @@ inline int study(const StudyArgs& s, const char* argv0) {
   const int64_t devices = s.max_devices > 0 ? std::min(s.max_devices, available) : available;
   const std::string kind = cuda ? "cuda" : "cpu";
   const fs::path data = s.data.empty() ? default_data(argv0) : fs::path(s.data);
+  {  // bad data is refused here, in one line, before any run or directory
+    int64_t images = 0;
+    if (fs::is_regular_file(data)) {
+      const parallax::PackedImages packed(data, parallax::ImageOptions().image_size(s.image_size));
+      require(packed.image_size() == s.image_size, "pack '", data.string(), "' holds ",
+              packed.image_size(), " px images but --image-size is ", s.image_size);
+      images = static_cast<int64_t>(*packed.size());
+    } else {
+      images = static_cast<int64_t>(*parallax::ImageFolder(train_folder(data)).size());
+    }
+    require(s.samples <= images, "--samples ", s.samples, " is more than the ", images,
+            " images in '", data.string(), "'");
+  }
   const std::string self = fs::canonical("/proc/self/exe").string();
 
   // The plan: every distinct training run, then which study rows use it.
@@ -169,11 +190,13 @@ inline int study(const StudyArgs& s, const char* argv0) {
     run.global_batch = s.batch_size;
     run.epochs = s.model_epochs;
     run.samples = 0;
+    run.schedule = "cosine";
     run.studies = {"model"};
     add(run);
   }
   require(!runs.empty(), "study: nothing to run (empty --scaling and --archs)");
 
+  const bool created = !fs::exists(s.out);
   fs::create_directories(fs::path(s.out) / "runs");
   std::printf("study: %zu runs on %lld %s device(s)%s -> %s\n", runs.size(),
               static_cast<long long>(devices), kind.c_str(),
@@ -194,16 +217,21 @@ inline int study(const StudyArgs& s, const char* argv0) {
         "--batch-size", std::to_string(ddp ? run.global_batch / run.devices : run.global_batch),
         "--samples",    std::to_string(run.samples),
         "--image-size", std::to_string(s.image_size),
-        "--lr",         std::to_string(s.lr),
+        "--lr",         detail::exact(s.lr),
         "--seed",       std::to_string(s.seed),
         "--workers",    std::to_string(s.workers)};
     if (ddp) args.insert(args.end(), {"--nproc", std::to_string(run.devices)});
-    if (run.studies.front() == "model") args.insert(args.end(), {"--schedule", "cosine"});
+    args.insert(args.end(), {"--schedule", run.schedule});
     std::printf("[%zu/%zu] %-28s ", i + 1, runs.size(), run.label().c_str());
     std::fflush(stdout);
     fs::create_directories(dir);
     const fs::path log = dir / "log.txt";
     const int status = detail::run_logged(args, log);
+    if (status == 2) {  // the run refused its input: so does the study, leaving nothing behind
+      const std::string reason = detail::last_line(log);
+      if (created) fs::remove_all(s.out);
+      throw parallax::InputError("study: run " + run.name() + ": " + reason);
+    }
     if (status != 0)
       throw std::runtime_error("study: run " + run.name() + " failed (exit " +
                                std::to_string(status) + "): " + detail::last_line(log) +

@@ -22,14 +22,15 @@ namespace asl {
 
 /// One training run of the study, and the studies (strong, weak, model) that report it.
 struct StudyRun {
-  std::string arch, policy;
+  std::string arch, policy, schedule = "constant";
   int64_t devices = 1, global_batch = 32, epochs = 1, samples = 0;
   std::vector<std::string> studies;
   nlohmann::json metrics;
 
   bool same_training(const StudyRun& o) const {
     return arch == o.arch && policy == o.policy && devices == o.devices &&
-           global_batch == o.global_batch && epochs == o.epochs && samples == o.samples;
+           global_batch == o.global_batch && epochs == o.epochs && samples == o.samples &&
+           schedule == o.schedule;
   }
   std::string policy_family() const { return policy.substr(0, policy.find(':')); }
   std::string name() const {
@@ -215,6 +216,8 @@ inline void write_study_report(const StudyInfo& info, const std::vector<StudyRun
     md << "\n## " << (study == "strong" ? "Strong" : "Weak") << " scaling ("
        << (study == "strong" ? "fixed global batch " : "fixed per-device batch ") << info.batch_size
        << ")" << (info.device_kind == "cpu" ? " — CPU figures" : "") << "\n\n"
+       << "Speed-up: images/s relative to the `" << rows.front().run->policy
+       << "` row; efficiency: speed-up / devices.\n\n"
        << "| policy | devices | global batch | wall s | images/s | speed-up | efficiency | val "
           "accuracy |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& row : rows) {
@@ -263,12 +266,13 @@ inline void write_study_report(const StudyInfo& info, const std::vector<StudyRun
            detail::fixed(r.accuracy(), 4) + "\n";
     json["rows"].push_back({{"study", "model"}, {"arch", r.arch}, {"metrics", r.metrics}});
   }
-  detail::write_charts(runs, out, info.device_kind);
   md << "\n![time vs devices](scaling_time.png)\n![efficiency vs devices]"
         "(scaling_efficiency.png)\n![models](models.png)\n";
   parallax::write_text_atomically(out / "study.csv", csv);
   parallax::write_text_atomically(out / "study.json", json.dump(2) + "\n");
   parallax::write_text_atomically(out / "study.md", md.str());
+  detail::write_charts(runs, out,
+                       info.device_kind);  // after the tables: a chart failure loses none
   std::printf(
       "\n%s\nwrote %s/study.{md,csv,json} and charts %s/{scaling_time,scaling_efficiency,"
       "models}.png\n",

@@ -1,7 +1,7 @@
 // asl_resnet train: any architecture, any policy, on an image folder or a packed cache.
 // A trained model directory holds model.pt (a plain state dict, readable by torch.load),
 // classes.txt, metrics.json (with the arch and image size the model needs), metrics.csv and the
-// Trainer's checkpoint.pt (for --resume-style restarts).
+// Trainer's checkpoint.pt (model, optimizer, epoch, generator: parallax::Trainer::resume).
 #pragma once
 
 #include <atomic>
@@ -37,7 +37,8 @@ struct TrainArgs {
 
 /// Light augmentation for training images: a random shift of up to 1/16 of the side (reflected
 /// border) and a random brightness/contrast change. Each call draws from its own generator
-/// seeded by (seed, index, call count), so worker threads need no shared state.
+/// seeded by (seed, index, call count), so worker threads share only an atomic counter; which
+/// call gets which count depends on thread timing, so augmented runs are not bit-reproducible.
 template <class D>
 class Augmented : public torch::data::datasets::Dataset<Augmented<D>> {
  public:
@@ -151,16 +152,24 @@ int train_with(const TrainArgs& a, const std::shared_ptr<Data>& data,
                                               : px::LrSchedule()),
       std::move(policy));
   const fs::path out = a.out;
-  fs::create_directories(out);  // only now: bad input has been refused by this point
+  // Bad input found once training starts (e.g. a batch too small for the policy's replicas)
+  // must not leave an output directory behind: one created here is removed again then.
+  const bool created = fs::create_directories(out);
   trainer.add_callback(std::make_shared<px::ProgressBar>())
       .add_callback(std::make_shared<px::MetricsLog>(out / "metrics.csv", ""))
       .add_callback(std::make_shared<px::Checkpoint>(out / "checkpoint.pt"));
   const bool validate = val_set.size().value_or(0) > 0;
-  const px::History history =
-      a.augment ? (validate ? trainer.fit(Augmented(train_set, a.seed), val_set, cross_entropy)
-                            : trainer.fit(Augmented(train_set, a.seed), cross_entropy))
-                : (validate ? trainer.fit(train_set, val_set, cross_entropy)
-                            : trainer.fit(train_set, cross_entropy));
+  px::History history;
+  try {
+    history = a.augment
+                  ? (validate ? trainer.fit(Augmented(train_set, a.seed), val_set, cross_entropy)
+                              : trainer.fit(Augmented(train_set, a.seed), cross_entropy))
+                  : (validate ? trainer.fit(train_set, val_set, cross_entropy)
+                              : trainer.fit(train_set, cross_entropy));
+  } catch (const px::InputError&) {
+    if (created && trainer.policy().is_main()) fs::remove_all(out);
+    throw;
+  }
   if (!trainer.policy().is_main()) return 0;
   write_model_directory(a, history, *network.model, classes);
   std::printf("%s %s: val accuracy %.2f%%, %.1f images/s, %.1f s -> %s\n", a.arch.c_str(),

@@ -10,6 +10,7 @@
 #include "parallax/data/batch.hpp"
 #include "parallax/data/collate.hpp"
 #include "parallax/data/dataset.hpp"
+#include "parallax/data/image_header.hpp"
 #include "parallax/data/image_tensor.hpp"
 #include "parallax/data/index_pipeline.hpp"
 #include "parallax/data/loader.hpp"

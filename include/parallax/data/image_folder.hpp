@@ -22,6 +22,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "parallax/data/image_header.hpp"
 #include "parallax/data/image_tensor.hpp"
 #include "parallax/error.hpp"
 
@@ -29,18 +30,18 @@ namespace parallax {
 
 /// Decodes an encoded image (JPEG, PNG, ...) held in memory into uint8 [3, size, size] RGB
 /// (area-resized). `name` (a path, an upload) names it in errors. Refuses an empty buffer, a
-/// JPEG cut short (no end-of-image marker: libjpeg would silently grey-fill the rest) and
-/// images over `max_pixels`. (OpenCV itself refuses, before decoding, images over its
-/// OPENCV_IO_MAX_IMAGE_PIXELS environment setting, read at the first decode.)
+/// JPEG cut short (libjpeg would silently grey-fill the rest) and images over `max_pixels` —
+/// for JPEG and PNG from the header, before any pixel is decoded (see image_header.hpp).
 inline torch::Tensor decode_image(const uint8_t* data, std::size_t bytes, int64_t size,
                                   const std::string& name, int64_t max_pixels = 64 << 20) {
   detail::require(bytes > 0, "image '", name, "' is empty");
-  const bool jpeg = bytes >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
-  if (jpeg) {
-    std::size_t end = bytes;  // tolerate padding after the end-of-image marker
-    while (end > 2 && (data[end - 1] == 0 || data[end - 1] == '\n')) --end;
-    detail::require(end >= 4 && data[end - 2] == 0xFF && data[end - 1] == 0xD9, "image '", name,
-                    "' is a truncated JPEG");
+  auto check_pixels = [&](int64_t width, int64_t height) {
+    detail::require(width * height <= max_pixels, "image '", name, "' is ", width, "x", height,
+                    " pixels, over the limit of ", max_pixels);
+  };
+  if (const auto header = read_image_header(data, bytes)) {
+    detail::require(header->complete, "image '", name, "' is a truncated JPEG");
+    check_pixels(header->width, header->height);
   }
   const cv::Mat encoded(1, static_cast<int>(bytes), CV_8UC1, const_cast<uint8_t*>(data));
   cv::Mat bgr;
@@ -50,8 +51,7 @@ inline torch::Tensor decode_image(const uint8_t* data, std::size_t bytes, int64_
     throw InputError("cannot decode image '" + name + "': " + detail::first_line(error.what()));
   }
   detail::require(!bgr.empty(), "cannot decode image '", name, "'");
-  detail::require(static_cast<int64_t>(bgr.total()) <= max_pixels, "image '", name, "' is ",
-                  bgr.cols, "x", bgr.rows, " pixels, over the limit of ", max_pixels);
+  check_pixels(bgr.cols, bgr.rows);
   cv::Mat rgb, resized;
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   cv::resize(rgb, resized, cv::Size(static_cast<int>(size), static_cast<int>(size)), 0, 0,

@@ -118,6 +118,8 @@ PackReport pack_images(const S& source, std::size_t count, const std::filesystem
     } catch (const std::exception&) {
       // an unreadable image: decode_each reports it below
     }
+  detail::require(shape.empty() || shape.size() == 3, "pack_images expects [C, H, W] images, got ",
+                  shape.size(), " dimensions");
   std::vector<uint8_t> pixels(count * static_cast<std::size_t>(image_bytes));
   const ImageCheck check = detail::decode_each(
       source, count, threads, strict,

@@ -228,6 +228,12 @@ class DataParallel {
       }
     }
     copy->train(master->is_training());
+    // clone() makes every parameter require grad again: frozen parameters stay frozen, so
+    // replicas do not compute (and the master does not accumulate) gradients nobody applies.
+    const auto frozen = master->parameters();
+    auto replica = copy->parameters();
+    for (std::size_t i = 0; i < frozen.size() && i < replica.size(); ++i)
+      replica[i].set_requires_grad(frozen[i].requires_grad());
     return Model{copy, master.forward};
   }
 

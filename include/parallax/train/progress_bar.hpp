@@ -55,6 +55,7 @@ class ProgressLine {
     std::unique_lock lock(mutex_, std::try_to_lock);
     if (!lock.owns_lock() && done != total_) return;
     if (!lock.owns_lock()) lock.lock();
+    if (done <= drawn_) return;  // a later count has been drawn already
     const auto now = std::chrono::steady_clock::now();
     const bool last = done == total_;
     if (terminal_) {

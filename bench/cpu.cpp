@@ -1,0 +1,95 @@
+// CPU benchmarks against PyTorch in Python (bench/compare_cpu.py runs both sides, interleaved):
+//
+//   bench_cpu step [--arch resnet18] [--image-size 64] [--batch 32] [--steps 20]
+//       one warm-up epoch, then one timed epoch of Trainer<Single> over tensors already in
+//       memory (Adam 1e-3): prints "images_per_second X"
+//   bench_cpu loader --data FOLDER|FILE.pxpack [--image-size 64] [--batch 32] [--workers 2]
+//       one epoch of parallax::Loader over an ImageFolder (JPEG decoding) or a packed cache,
+//       shuffled, with ImageNet normalisation: prints "batches_per_second X"
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <parallax/parallax.hpp>
+#if PARALLAX_HAS_OPENCV
+#include <parallax/data/image_folder.hpp>
+#endif
+
+#include "../examples/asl_resnet/models.hpp"
+
+namespace px = parallax;
+
+namespace {
+
+std::string option(int argc, char** argv, const std::string& name, const std::string& fallback) {
+  for (int i = 2; i + 1 < argc; ++i)
+    if (argv[i] == name) return argv[i + 1];
+  return fallback;
+}
+
+int step(int argc, char** argv) {
+  const auto arch = option(argc, argv, "--arch", "resnet18");
+  const auto size = std::stoll(option(argc, argv, "--image-size", "64"));
+  const auto batch = std::stoll(option(argc, argv, "--batch", "32"));
+  const auto steps = std::stoll(option(argc, argv, "--steps", "20"));
+  torch::manual_seed(0);
+  auto network = asl::make_network(arch, 29, size);
+  px::TensorDataset data(torch::randn({batch * steps, 3, size, size}),
+                         torch::randint(0, 29, {batch * steps}));
+  torch::optim::Adam optimizer(network.model->parameters(), 1e-3);
+  px::Trainer<px::Single> trainer(
+      network.model, optimizer,
+      px::TrainerOptions().epochs(2).batch_size(batch).workers(1).shuffle(false));
+  const auto history = trainer.fit(data, [](const torch::Tensor& out, const torch::Tensor& y) {
+    return torch::nn::functional::cross_entropy(out, y);
+  });
+  std::printf("images_per_second %.3f\n", history.epochs.back().images_per_second);
+  return 0;
+}
+
+template <class Dataset>
+double batches_per_second(Dataset& dataset, int64_t batch, int64_t workers) {
+  px::Loader loader(dataset, px::LoaderOptions().batch_size(batch).workers(workers).seed(1));
+  const auto start = std::chrono::steady_clock::now();
+  int64_t batches = 0;
+  for (px::Batch& b : loader.epoch(0)) {
+    (void)b;
+    ++batches;
+  }
+  return static_cast<double>(batches) /
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+int loader(int argc, char** argv) {
+  const std::filesystem::path data = option(argc, argv, "--data", "");
+  const auto options =
+      px::ImageOptions().image_size(std::stoll(option(argc, argv, "--image-size", "64")));
+  const auto batch = std::stoll(option(argc, argv, "--batch", "32"));
+  const auto workers = std::stoll(option(argc, argv, "--workers", "2"));
+  double rate = 0;
+  if (std::filesystem::is_regular_file(data)) {
+    px::PackedImages packed(data, options);
+    rate = batches_per_second(packed, batch, workers);
+  } else {
+#if PARALLAX_HAS_OPENCV
+    px::ImageFolder folder(data, options);
+    rate = batches_per_second(folder, batch, workers);
+#else
+    throw px::InputError("bench_cpu loader: image folders need OpenCV; give a .pxpack");
+#endif
+  }
+  std::printf("batches_per_second %.3f\n", rate);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return px::guarded_main([&] {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "step") return step(argc, argv);
+    if (mode == "loader") return loader(argc, argv);
+    throw px::InputError("usage: bench_cpu step|loader [options] (see bench/cpu.cpp)");
+  });
+}
