@@ -43,6 +43,12 @@ check "$DIR/ddp" ddp:gloo 2
 "$BIN" train --data "$DIR/pack.pxpack" --amp --channels-last --augment --schedule cosine --arch resnet50 "${common[@]}" --out "$DIR/amp" > /dev/null
 check "$DIR/amp" single 1
 
+# The other architectures train too, and keep torchvision's parameter names (checked below).
+"$BIN" train --data "$DIR/data" --arch alexnet --image-size 64 --samples 32 --batch-size 16 --epochs 1 --workers 1 --out "$DIR/alexnet" > /dev/null 2>&1
+"$BIN" train --data "$DIR/pack.pxpack" --arch vgg11 --samples 20 "${common[@]}" --out "$DIR/vgg11" > /dev/null
+check "$DIR/alexnet" single 1
+check "$DIR/vgg11" single 1
+
 # A model that learns the tiny set: eval and predict must agree with it.
 "$BIN" train --data "$DIR/pack.pxpack" --arch linear --epochs 30 --image-size 32 --val-split 0 --lr 3e-3 --out "$DIR/linear" > /dev/null
 "$BIN" eval --model "$DIR/linear" --data "$DIR/data/asl_alphabet_train/asl_alphabet_train" --json "$DIR/eval.json" > "$DIR/eval.txt"
@@ -81,6 +87,9 @@ import sys, torch, torchvision
 d = sys.argv[1]
 m = torchvision.models.resnet18(num_classes=29)
 m.load_state_dict(torch.load(f"{d}/single/model.pt"), strict=True)
+for arch in ("alexnet", "vgg11"):
+    getattr(torchvision.models, arch)(num_classes=29).load_state_dict(
+        torch.load(f"{d}/{arch}/model.pt"), strict=True)
 torch.manual_seed(0)
 imagenet = torchvision.models.resnet18(num_classes=1000)
 torch.save(dict(imagenet.state_dict()), f"{d}/imagenet.pt")

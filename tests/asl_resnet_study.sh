@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # asl_resnet study on a tiny set: every planned run happens once, the tables, CSV, JSON and the
-# gnuplot charts are written, CPU figures are labelled as such. Usage: asl_resnet_study.sh BIN PYTHON
+# gnuplot charts are written, CPU figures are labelled as such; a folder is packed once.
+# Usage: asl_resnet_study.sh BIN PYTHON
 set -euo pipefail
 BIN=$1
 PY=$2
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 "$BIN" synth --out "$DIR/data" --per-class 4 --seed 3 > /dev/null
-"$BIN" prepare --data "$DIR/data" --out "$DIR/pack.pxpack" --image-size 32 > /dev/null 2>&1
-"$BIN" study --data "$DIR/pack.pxpack" --out "$DIR/study" --max-devices 2 --epochs 1 --samples 116 \
+"$BIN" study --data "$DIR/data" --out "$DIR/study" --max-devices 2 --epochs 1 --samples 116 \
   --archs resnet18,linear --model-epochs 2 --image-size 32 --batch-size 16 --workers 1 > "$DIR/out.txt"
 grep -q "^study: 9 runs on 2 cpu device(s) (CPU figures" "$DIR/out.txt"
 grep -q "^\[9/9\] linear single x1 batch 16" "$DIR/out.txt"
+test -s "$DIR/study/data.pxpack"   # the folder was decoded once, for every run
 for f in study.md study.csv study.json scaling_time.png scaling_efficiency.png models.png; do
   test -s "$DIR/study/$f" || { echo "missing $f"; cat "$DIR/study/charts.log" 2>/dev/null; exit 1; }
 done

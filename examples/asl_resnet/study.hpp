@@ -198,6 +198,21 @@ inline int study(const StudyArgs& s, const char* argv0) {
 
   const bool created = !fs::exists(s.out);
   fs::create_directories(fs::path(s.out) / "runs");
+  // Every run trains on a packed cache, so the study times training, not JPEG decoding (which
+  // would compete with the compute for the same cores): a folder is decoded once, here.
+  fs::path training_data = data;
+  if (!fs::is_regular_file(data)) {
+    training_data = fs::path(s.out) / "data.pxpack";
+    const parallax::ImageFolder folder(train_folder(data),
+                                       parallax::ImageOptions().image_size(s.image_size));
+    parallax::ProgressLine progress("study: packing " + data.string(),
+                                    static_cast<int64_t>(*folder.size()), "images/s");
+    const auto report = parallax::pack_images(folder, *folder.size(), training_data,
+                                              static_cast<int>(std::thread::hardware_concurrency()),
+                                              false, [&] { progress.tick(); });
+    for (const auto& skipped : report.skipped)
+      std::fprintf(stderr, "skipped %s\n", skipped.c_str());
+  }
   std::printf("study: %zu runs on %lld %s device(s)%s -> %s\n", runs.size(),
               static_cast<long long>(devices), kind.c_str(),
               cuda ? "" : " (CPU figures: replicas and processes share the cores, not GPUs)",
@@ -209,7 +224,7 @@ inline int study(const StudyArgs& s, const char* argv0) {
     const bool ddp = run.policy.rfind("ddp", 0) == 0;
     std::vector<std::string> args = {
         self,           "train",
-        "--data",       data.string(),
+        "--data",       training_data.string(),
         "--out",        dir.string(),
         "--arch",       run.arch,
         "--policy",     run.policy,
