@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -139,19 +140,22 @@ inline int study(const StudyArgs& s, const char* argv0) {
   const int64_t devices = s.max_devices > 0 ? std::min(s.max_devices, available) : available;
   const std::string kind = cuda ? "cuda" : "cpu";
   const fs::path data = s.data.empty() ? default_data(argv0) : fs::path(s.data);
-  {  // bad data is refused here, in one line, before any run or directory
-    int64_t images = 0;
-    if (fs::is_regular_file(data)) {
-      const parallax::PackedImages packed(data, parallax::ImageOptions().image_size(s.image_size));
-      require(packed.image_size() == s.image_size, "pack '", data.string(), "' holds ",
-              packed.image_size(), " px images but --image-size is ", s.image_size);
-      images = static_cast<int64_t>(*packed.size());
-    } else {
-      images = static_cast<int64_t>(*parallax::ImageFolder(train_folder(data)).size());
-    }
-    require(s.samples <= images, "--samples ", s.samples, " is more than the ", images,
-            " images in '", data.string(), "'");
+  // Bad data is refused here, in one line, before any run or directory. A folder is kept to
+  // be packed below.
+  const auto options = parallax::ImageOptions().image_size(s.image_size);
+  std::optional<parallax::ImageFolder> folder;
+  int64_t images = 0;
+  if (fs::is_regular_file(data)) {
+    const parallax::PackedImages packed(data, options);
+    require(packed.image_size() == s.image_size, "pack '", data.string(), "' holds ",
+            packed.image_size(), " px images but --image-size is ", s.image_size);
+    images = static_cast<int64_t>(*packed.size());
+  } else {
+    folder.emplace(train_folder(data), options);
+    images = static_cast<int64_t>(*folder->size());
   }
+  require(s.samples <= images, "--samples ", s.samples, " is more than the ", images,
+          " images in '", data.string(), "'");
   const std::string self = fs::canonical("/proc/self/exe").string();
 
   // The plan: every distinct training run, then which study rows use it.
@@ -201,13 +205,10 @@ inline int study(const StudyArgs& s, const char* argv0) {
   // Every run trains on a packed cache, so the study times training, not JPEG decoding (which
   // would compete with the compute for the same cores): a folder is decoded once, here.
   fs::path training_data = data;
-  if (!fs::is_regular_file(data)) {
+  if (folder) {
     training_data = fs::path(s.out) / "data.pxpack";
-    const parallax::ImageFolder folder(train_folder(data),
-                                       parallax::ImageOptions().image_size(s.image_size));
-    parallax::ProgressLine progress("study: packing " + data.string(),
-                                    static_cast<int64_t>(*folder.size()), "images/s");
-    const auto report = parallax::pack_images(folder, *folder.size(), training_data,
+    parallax::ProgressLine progress("study: packing " + data.string(), images, "images/s");
+    const auto report = parallax::pack_images(*folder, *folder->size(), training_data,
                                               static_cast<int>(std::thread::hardware_concurrency()),
                                               false, [&] { progress.tick(); });
     for (const auto& skipped : report.skipped)

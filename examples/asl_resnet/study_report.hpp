@@ -27,6 +27,9 @@ struct StudyRun {
   std::vector<std::string> studies;
   nlohmann::json metrics;
 
+  bool reports(const std::string& study) const {
+    return std::find(studies.begin(), studies.end(), study) != studies.end();
+  }
   bool same_training(const StudyRun& o) const {
     return arch == o.arch && policy == o.policy && devices == o.devices &&
            global_batch == o.global_batch && epochs == o.epochs && samples == o.samples &&
@@ -90,12 +93,22 @@ struct ScalingRow {
   double speedup, efficiency;
 };
 
+/// One study.csv line; model rows (no `scaling`) leave speed-up and efficiency empty.
+inline std::string csv_row(const std::string& study, const std::string& device_kind,
+                           const StudyRun& r, const ScalingRow* scaling) {
+  return study + "," + r.arch + "," + r.policy + "," + device_kind + "," +
+         std::to_string(r.devices) + "," + std::to_string(r.global_batch) + "," +
+         std::to_string(r.global_batch / r.devices) + "," + std::to_string(r.epochs) + "," +
+         std::to_string(r.samples) + "," + fixed(r.seconds(), 3) + "," +
+         fixed(r.images_per_second(), 2) + "," + (scaling ? fixed(scaling->speedup, 4) : "") + "," +
+         (scaling ? fixed(scaling->efficiency, 4) : "") + "," + fixed(r.accuracy(), 4) + "\n";
+}
+
 inline std::vector<ScalingRow> scaling_rows(const std::vector<StudyRun>& runs,
                                             const std::string& study) {
   std::vector<const StudyRun*> members;
   for (const auto& run : runs)
-    for (const auto& s : run.studies)
-      if (s == study) members.push_back(&run);
+    if (run.reports(study)) members.push_back(&run);
   if (members.empty()) return {};
   auto order = [](const StudyRun* r) {
     const auto family = r->policy_family();
@@ -163,7 +176,7 @@ inline void write_charts(const std::vector<StudyRun>& runs, const std::filesyste
   bool first = true;
   int index = 0;
   for (const auto& run : runs) {
-    if (std::find(run.studies.begin(), run.studies.end(), "model") == run.studies.end()) continue;
+    if (!run.reports("model")) continue;
     const fs::path file = data / ("model_" + run.arch + ".dat");
     std::ofstream epochs(file);
     for (const auto& e : run.metrics["epochs"])
@@ -226,12 +239,7 @@ inline void write_study_report(const StudyInfo& info, const std::vector<StudyRun
          << detail::fixed(r.seconds(), 1) << " | " << detail::fixed(r.images_per_second(), 1)
          << " | " << detail::fixed(row.speedup, 2) << "× | " << detail::fixed(row.efficiency, 2)
          << " | " << detail::fixed(100 * r.accuracy(), 1) << "% |\n";
-      csv += study + "," + r.arch + "," + r.policy + "," + info.device_kind + "," +
-             std::to_string(r.devices) + "," + std::to_string(r.global_batch) + "," +
-             std::to_string(r.global_batch / r.devices) + "," + std::to_string(r.epochs) + "," +
-             std::to_string(r.samples) + "," + detail::fixed(r.seconds(), 3) + "," +
-             detail::fixed(r.images_per_second(), 2) + "," + detail::fixed(row.speedup, 4) + "," +
-             detail::fixed(row.efficiency, 4) + "," + detail::fixed(r.accuracy(), 4) + "\n";
+      csv += detail::csv_row(study, info.device_kind, r, &row);
       json["rows"].push_back({{"study", study},
                               {"arch", r.arch},
                               {"policy", r.policy},
@@ -246,7 +254,7 @@ inline void write_study_report(const StudyInfo& info, const std::vector<StudyRun
   }
   bool models = false;
   for (const auto& r : runs) {
-    if (std::find(r.studies.begin(), r.studies.end(), "model") == r.studies.end()) continue;
+    if (!r.reports("model")) continue;
     if (!models)
       md << "\n## Models (one device, single policy, cosine learning rate)\n\n"
             "| arch | epochs | wall s | images/s | val accuracy per epoch | final |\n"
@@ -259,11 +267,7 @@ inline void write_study_report(const StudyInfo& info, const std::vector<StudyRun
     md << "| " << r.arch << " | " << r.epochs << " | " << detail::fixed(r.seconds(), 1) << " | "
        << detail::fixed(r.images_per_second(), 1) << " | " << per_epoch << " | "
        << detail::fixed(100 * r.accuracy(), 1) << "% |\n";
-    csv += "model," + r.arch + "," + r.policy + "," + info.device_kind + ",1," +
-           std::to_string(r.global_batch) + "," + std::to_string(r.global_batch) + "," +
-           std::to_string(r.epochs) + "," + std::to_string(r.samples) + "," +
-           detail::fixed(r.seconds(), 3) + "," + detail::fixed(r.images_per_second(), 2) + ",,," +
-           detail::fixed(r.accuracy(), 4) + "\n";
+    csv += detail::csv_row("model", info.device_kind, r, nullptr);
     json["rows"].push_back({{"study", "model"}, {"arch", r.arch}, {"metrics", r.metrics}});
   }
   md << "\n![time vs devices](scaling_time.png)\n![efficiency vs devices]"
