@@ -87,7 +87,7 @@ inline int evaluate(const EvalArgs& a, const std::filesystem::path& data) {
   const LabelledFiles files(data, model.classes(), model.image_size());
   const auto count = files.size();
   std::vector<torch::Tensor> pixels(count);
-  const auto check = parallax::detail::decode_each(
+  const auto check = parallax::decode_images(
       files, count, static_cast<int>(std::thread::hardware_concurrency()), a.strict,
       [&](std::size_t i, torch::Tensor image) { pixels[i] = std::move(image); });
   for (const auto& skipped : check.skipped) std::cerr << "asl_resnet: skipped " << skipped << '\n';

@@ -53,15 +53,13 @@ struct ImageCheck {
   std::vector<std::string> skipped;
 };
 
-namespace detail {
-
 /// Decodes every image of `source` on `threads` threads, handing each to `store(index, pixels)`
 /// (called concurrently for different indices), and sorts them into readable and skipped; with
 /// `strict` the first unreadable image is an InputError. `on_image` (if any) is called from the
 /// decoding threads after each image, e.g. to tick a ProgressLine.
 template <PixelSource S, class Store>
-ImageCheck decode_each(const S& source, std::size_t count, int threads, bool strict, Store&& store,
-                       const std::function<void()>& on_image = {}) {
+ImageCheck decode_images(const S& source, std::size_t count, int threads, bool strict,
+                         Store&& store, const std::function<void()>& on_image = {}) {
   std::vector<std::string> errors(count);
   std::atomic<std::size_t> next{0};
   auto work = [&] {
@@ -90,14 +88,12 @@ ImageCheck decode_each(const S& source, std::size_t count, int threads, bool str
   return check;
 }
 
-}  // namespace detail
-
 /// Decodes every image of `source` once (`threads` threads) to find those that cannot be read:
 /// train on `Subset(source, check.readable)`. With `strict`, an unreadable image is an error.
 template <PixelSource S>
 ImageCheck check_images(const S& source, std::size_t count, int threads = 2, bool strict = false,
                         const std::function<void()>& on_image = {}) {
-  return detail::decode_each(
+  return decode_images(
       source, count, threads, strict, [](std::size_t, const torch::Tensor&) {}, on_image);
 }
 
@@ -116,12 +112,12 @@ PackReport pack_images(const S& source, std::size_t count, const std::filesystem
       shape = first.sizes().vec();
       image_bytes = first.numel();
     } catch (const std::exception&) {
-      // an unreadable image: decode_each reports it below
+      // an unreadable image: decode_images reports it below
     }
   detail::require(shape.empty() || shape.size() == 3, "pack_images expects [C, H, W] images, got ",
                   shape.size(), " dimensions");
   std::vector<uint8_t> pixels(count * static_cast<std::size_t>(image_bytes));
-  const ImageCheck check = detail::decode_each(
+  const ImageCheck check = decode_images(
       source, count, threads, strict,
       [&](std::size_t i, torch::Tensor image) {
         image = image.contiguous();
