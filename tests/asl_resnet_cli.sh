@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # asl_resnet end to end on a tiny synthetic set: synth (deterministic) -> prepare -> train with
 # single, dp:2 and ddp:gloo --nproc 2 -> eval -> predict; model.pt loads into torchvision;
-# --pretrained with a torchvision state dict and --freeze-backbone; --amp, --channels-last and
-# --augment train. Usage: asl_resnet_cli.sh ASL_RESNET PYTHON
+# --pretrained with a torchvision state dict and --freeze-backbone; --amp (bf16, fp16 with loss
+# scaling), --channels-last and --augment train. Usage: asl_resnet_cli.sh ASL_RESNET PYTHON
 set -euo pipefail
 BIN=$1
 PY=$2
@@ -42,6 +42,9 @@ check "$DIR/dp2" dp:2 2
 check "$DIR/ddp" ddp:gloo 2
 "$BIN" train --data "$DIR/pack.pxpack" --amp --channels-last --augment --schedule cosine --arch resnet50 "${common[@]}" --out "$DIR/amp" > /dev/null
 check "$DIR/amp" single 1
+"$BIN" train --data "$DIR/pack.pxpack" --amp --amp-dtype fp16 --cudnn-benchmark "${common[@]}" --out "$DIR/fp16" > /dev/null
+check "$DIR/fp16" single 1
+grep -q '"amp": "fp16"' "$DIR/fp16/metrics.json"
 
 # The other architectures train too, and keep torchvision's parameter names (checked below).
 "$BIN" train --data "$DIR/data" --arch alexnet --image-size 64 --samples 32 --batch-size 16 --epochs 1 --workers 1 --out "$DIR/alexnet" > /dev/null 2>&1

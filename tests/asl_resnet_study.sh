@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # asl_resnet study on a tiny set: every planned run happens once, the tables, CSV, JSON and the
-# gnuplot charts are written, CPU figures are labelled as such; a folder is packed once.
+# gnuplot charts are written, CPU figures are labelled as such; a folder is packed once;
+# projected rows for more devices come in their own table and file.
 # Usage: asl_resnet_study.sh BIN PYTHON
 set -euo pipefail
 BIN=$1
@@ -39,7 +40,20 @@ j = json.load(open(f"{d}/study.json"))
 assert j["device_kind"] == "cpu" and len(j["rows"]) == len(rows)
 models = [r for r in j["rows"] if r["study"] == "model"]
 assert [len(m["metrics"]["epochs"]) for m in models] == [2, 2]
+# Projected rows: 4 and 8 devices (2 are present) per link, in their own file and table, from
+# the measured one-device step; more devices never project a shorter step or more than 100%.
+proj = list(csv.DictReader(open(f"{d}/projection.csv")))
+assert [(p["link"], int(p["devices"])) for p in proj] == [("nvlink", 4), ("nvlink", 8), ("pcie", 4), ("pcie", 8)], proj
+measured = 16 / float(single["images_per_second"])
+for p in proj:
+    assert abs(float(p["measured_step_seconds"]) - measured) < 1e-3 * measured, (p, measured)
+    assert float(p["projected_step_seconds"]) >= float(p["measured_step_seconds"])
+    assert 0 < float(p["efficiency"]) <= 1
+    assert int(p["gradient_bytes"]) > 40_000_000   # resnet18's 11.2 M float parameters
+assert float(proj[3]["projected_step_seconds"]) >= float(proj[1]["projected_step_seconds"])  # pcie slower
+assert len(j["projected"]) == 4 and all(r["study"] != "projected" for r in j["rows"])
 PY
+grep -q "## Projected weak scaling — estimates, not measurements" "$DIR/study/study.md"
 # PNG files, not placeholders.
 "$PY" -c "import sys; assert open(sys.argv[1],'rb').read(8) == b'\x89PNG\r\n\x1a\n'" "$DIR/study/models.png"
 echo "asl_resnet study: ok"

@@ -289,7 +289,7 @@ TEST_SUITE("precision") {
     CHECK((output.scalar_type() == torch::kFloat));
     CHECK_FALSE(at::autocast::is_autocast_enabled(at::kCPU));  // the region is closed again
     CHECK(max_difference(output, reference) <= 0.1);
-    CHECK_THROWS_AS(px::with_autocast(model, at::kHalf), px::InputError);
+    CHECK_THROWS_AS(px::with_autocast(model, at::kDouble), px::InputError);
     torch::optim::Adam optimizer(net->parameters(), 1e-2);
     px::Trainer<px::Single> trainer(model, optimizer,
                                     px::TrainerOptions().epochs(5).batch_size(8).seed(1));
@@ -311,5 +311,86 @@ TEST_SUITE("precision") {
     CHECK(torch::equal(net->conv->weight, frozen));
     CHECK_FALSE(net->conv->weight.grad().defined());  // no replica sent a gradient for it
     CHECK(net->fc->weight.grad().defined());
+  }
+}
+
+TEST_SUITE("loss_scaling") {
+  TEST_CASE("LossScaler: unscale divides and finds inf/NaN; backoff and growth as GradScaler") {
+    px::LossScaler scaler(px::LossScalingOptions().init_scale(8).growth_interval(2));
+    auto a = torch::ones({3}, torch::requires_grad());
+    auto b = torch::ones({2}, torch::TensorOptions().dtype(torch::kDouble).requires_grad(true));
+    a.mutable_grad() = torch::tensor({8.f, 16.f, -4.f});
+    b.mutable_grad() = torch::tensor({2.0, 4.0}, torch::kDouble);
+    CHECK(scaler.unscale({a, b}));
+    CHECK(torch::equal(a.grad(), torch::tensor({1.f, 2.f, -0.5f})));
+    CHECK(torch::equal(b.grad(), torch::tensor({0.25, 0.5}, torch::kDouble)));
+    scaler.update(true);
+    CHECK(scaler.scale() == 8);
+    scaler.update(true);  // growth_interval clean steps: x2
+    CHECK(scaler.scale() == 16);
+    for (float bad : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
+      a.mutable_grad() = torch::tensor({1.f, bad, 1.f});
+      CHECK_FALSE(scaler.unscale({a, b}));
+      scaler.update(false);
+    }
+    CHECK(scaler.scale() == 4);  // backed off twice
+    CHECK(scaler.skipped_steps() == 2);
+    CHECK(scaler.growth_tracker() == 0);
+    CHECK_THROWS_AS(px::LossScaler(px::LossScalingOptions().backoff_factor(1.5)), px::InputError);
+  }
+
+  TEST_CASE("a power-of-two loss scale changes nothing in float32 (Single and DataParallel<2>)") {
+    auto data = image_data(48);
+    auto train = [&](auto policy, bool scaled) {
+      torch::manual_seed(8);
+      ConvNet net;
+      torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+      auto opts = px::TrainerOptions().epochs(2).batch_size(8).seed(2).clip_grad_norm(1.0);
+      if (scaled) opts.loss_scaling(px::LossScalingOptions().init_scale(1024).growth_interval(3));
+      px::Trainer<decltype(policy)> trainer(net, optimizer, opts, std::move(policy));
+      trainer.fit(data, cross_entropy);
+      if (scaled) CHECK(trainer.loss_scaler()->scale() == 1024 * 4 * 4);  // 12 steps: 4 growths
+      return flat_parameters(*net);
+    };
+    CHECK(torch::equal(train(px::Single(), true), train(px::Single(), false)));
+    auto dp = [] {
+      return px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCPU, torch::kCPU}));
+    };
+    CHECK(max_difference(train(dp(), true), train(dp(), false)) <= 1e-6);
+  }
+
+  TEST_CASE(
+      "float16 autocast with loss scaling: overflowing steps are skipped, training proceeds") {
+    auto data = image_data(64);
+    torch::manual_seed(9);
+    ConvNet net;
+    const auto before = flat_parameters(*net);
+    torch::optim::Adam optimizer(net->parameters(), 1e-2);
+    px::Model model = px::with_autocast(px::make_model(net), at::kHalf);
+    // 2^40 overflows float16 gradients (max 65504) at once: the first steps must be skipped.
+    const auto path = fresh_directory("loss_scaling") / "checkpoint.pt";
+    auto opts = px::TrainerOptions().epochs(6).batch_size(8).seed(1).loss_scaling(
+        px::LossScalingOptions().init_scale(std::pow(2.0, 40)).growth_interval(4));
+    px::Trainer<px::Single> trainer(model, optimizer, opts);
+    trainer.add_callback(std::make_shared<px::Checkpoint>(path));
+    const auto history = trainer.fit(data, cross_entropy);
+    CHECK((net->conv_dtype == torch::kHalf));
+    const auto& scaler = *trainer.loss_scaler();
+    CHECK(scaler.skipped_steps() >= 10);  // 2^40 down to at most 2^30
+    CHECK(scaler.skipped_steps() < 48);   // but not every step
+    CHECK(scaler.scale() < std::pow(2.0, 31));
+    const auto after = flat_parameters(*net);
+    CHECK(torch::isfinite(after).all().item<bool>());
+    CHECK_FALSE(torch::equal(after, before));
+    CHECK(history.epochs.back().train_loss < history.epochs.front().train_loss);
+    // The scaler's state travels with the checkpoint.
+    ConvNet other;
+    torch::optim::Adam other_optimizer(other->parameters(), 1e-2);
+    px::Trainer<px::Single> resumed(px::with_autocast(px::make_model(other), at::kHalf),
+                                    other_optimizer, opts);
+    resumed.resume(path);
+    CHECK(resumed.loss_scaler()->scale() == scaler.scale());
+    CHECK(resumed.loss_scaler()->skipped_steps() == scaler.skipped_steps());
+    CHECK(resumed.loss_scaler()->growth_tracker() == scaler.growth_tracker());
   }
 }

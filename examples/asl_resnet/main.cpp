@@ -19,18 +19,21 @@
 #include <iterator>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
-#include <parallax/data/image_folder.hpp>
 #include <parallax/parallax.hpp>
 
+#include "image_files.hpp"
+#include "study.hpp"
+#include "train.hpp"
+#if ASL_IMAGE_FILES
 #include "evaluate.hpp"
+#include "synth.hpp"
 #if ASL_HAS_SERVE
 #include "serve.hpp"
 #endif
-#include "study.hpp"
-#include "synth.hpp"
-#include "train.hpp"
+#endif
 
 namespace fs = std::filesystem;
 namespace px = parallax;
@@ -38,6 +41,11 @@ namespace px = parallax;
 namespace asl {
 
 fs::path default_data(const char* argv0) {
+#if !ASL_IMAGE_FILES
+  (void)argv0;
+  throw parallax::InputError(
+      "asl_resnet was built without OpenCV: give --data FILE.pxpack (there is no synthetic set)");
+#else
   const auto root = fs::weakly_canonical(fs::path(argv0)).parent_path().parent_path() / "asl-data";
   // The marker names the generator's version and size: a set drawn by an older synth, or one
   // whose writing was interrupted (the marker comes last), is drawn again.
@@ -58,6 +66,7 @@ fs::path default_data(const char* argv0) {
   }
   if (lock >= 0) ::close(lock);
   return root;
+#endif
 }
 
 }  // namespace asl
@@ -88,7 +97,10 @@ void add_train_options(CLI::App& cmd, asl::TrainArgs& t) {
   cmd.add_option("--image-size", t.image_size, "pixels")->check(CLI::Range(1, 1024));
   cmd.add_option("--seed", t.seed);
   cmd.add_option("--workers", t.workers, "loader threads")->check(CLI::NonNegativeNumber);
-  cmd.add_flag("--amp", t.amp, "bfloat16 autocast (CUDA; CPU where supported)");
+  cmd.add_flag("--amp", t.amp, "autocast to --amp-dtype (CUDA; CPU where supported)");
+  cmd.add_option("--amp-dtype", t.amp_dtype, "bf16 | fp16 (fp16 with dynamic loss scaling)")
+      ->check(CLI::IsMember({"bf16", "fp16"}));
+  cmd.add_flag("--cudnn-benchmark", t.cudnn_benchmark, "let cuDNN pick the fastest algorithms");
   cmd.add_flag("--channels-last", t.channels_last, "NHWC memory format");
   cmd.add_flag("--augment", t.augment, "random shifts and brightness/contrast");
   cmd.add_flag("--strict", t.strict, "fail on an unreadable image instead of skipping it");
@@ -100,6 +112,14 @@ int main(int argc, char** argv) {
   return px::guarded_main([&]() -> int {
     CLI::App app{"asl_resnet: ASL alphabet classifier trained with parallax"};
     app.require_subcommand(1);
+    asl::TrainArgs t;
+    auto* train_cmd = app.add_subcommand("train", "train a network and write a model directory");
+    add_train_options(*train_cmd, t);
+    train_cmd->add_option("--out", t.out, "model directory to write")->required();
+    asl::StudyArgs s;
+    auto* study_cmd = app.add_subcommand("study", "the multi-device timing study");
+    asl::add_study_options(*study_cmd, s);
+#if ASL_IMAGE_FILES
     std::string synth_out, prepare_data, prepare_out;
     int per_class = asl::default_per_class, prepare_size = 64;
     uint64_t synth_seed = 0;
@@ -115,10 +135,6 @@ int main(int argc, char** argv) {
     prepare->add_option("--out", prepare_out, "pack file to write")->required();
     prepare->add_option("--image-size", prepare_size, "pixels")->check(CLI::Range(1, 1024));
     prepare->add_flag("--strict", strict, "fail on an undecodable file instead of skipping it");
-    asl::TrainArgs t;
-    auto* train_cmd = app.add_subcommand("train", "train a network and write a model directory");
-    add_train_options(*train_cmd, t);
-    train_cmd->add_option("--out", t.out, "model directory to write")->required();
     asl::EvalArgs e;
     auto* eval_cmd = app.add_subcommand("eval", "accuracy, per class and confusion matrix");
     eval_cmd->add_option("--model", e.model, "model directory from train --out")->required();
@@ -134,9 +150,6 @@ int main(int argc, char** argv) {
     predict_cmd->add_option("--top", p.top, "classes to show")->check(CLI::PositiveNumber);
     predict_cmd->add_flag("--json", p.json, "print JSON");
     predict_cmd->add_option("images", p.images, "image files")->required();
-    asl::StudyArgs s;
-    auto* study_cmd = app.add_subcommand("study", "the multi-device timing study");
-    asl::add_study_options(*study_cmd, s);
 #if ASL_HAS_SERVE
     asl::ServeArgs v;
     auto* serve_cmd = app.add_subcommand("serve", "a web page and JSON API to try a model");
@@ -151,6 +164,14 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--max-upload-mb", v.max_upload_mb, "larger uploads get 413")
         ->check(CLI::Range(1, 1024));
 #endif
+#else
+    // Listed, so that asking for one says why it is missing rather than "unknown command".
+    std::vector<CLI::App*> missing;
+    for (const char* name : {"synth", "prepare", "eval", "predict", "serve"})
+      missing.push_back(app.add_subcommand(name, "(needs OpenCV: not in this build)")
+                            ->allow_extras()
+                            ->prefix_command());
+#endif
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp& error) {
@@ -158,6 +179,13 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& error) {
       throw px::InputError("asl_resnet: " + std::string(error.what()));
     }
+    if (*study_cmd) return asl::study(s, argv[0]);
+#if !ASL_IMAGE_FILES
+    for (const auto* command : missing)
+      if (*command)
+        throw px::InputError("asl_resnet was built without OpenCV: '" + command->get_name() +
+                             "' needs it (train and study take a .pxpack)");
+#else
     const auto threads = static_cast<int>(std::thread::hardware_concurrency());
     if (*synth) {
       asl::synthesize(synth_out, per_class, synth_seed, threads);
@@ -183,9 +211,9 @@ int main(int argc, char** argv) {
       return asl::evaluate(e, data);
     }
     if (*predict_cmd) return asl::predict(p);
-    if (*study_cmd) return asl::study(s, argv[0]);
 #if ASL_HAS_SERVE
     if (*serve_cmd) return asl::serve(v);
+#endif
 #endif
     return asl::train(t, argc, argv);
   });

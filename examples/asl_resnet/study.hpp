@@ -44,7 +44,7 @@ std::filesystem::path default_data(const char* argv0);
 
 struct StudyArgs {
   std::string data, out = "study", archs = "resnet18,linear", policies = "single,dp,ddp",
-                    scaling = "strong,weak";
+                    scaling = "strong,weak", project_links = "nvlink:200,pcie:12";
   int64_t max_devices = 0, epochs = 1, samples = 1160, model_epochs = 5, batch_size = 32,
           image_size = 64, workers = 2;
   double lr = 1e-3;
@@ -72,6 +72,9 @@ inline void add_study_options(CLI::App& cmd, StudyArgs& s) {
   cmd.add_option("--image-size", s.image_size)->check(CLI::Range(1, 1024));
   cmd.add_option("--workers", s.workers)->check(CLI::NonNegativeNumber);
   cmd.add_option("--seed", s.seed);
+  cmd.add_option("--project-links", s.project_links,
+                 "projected rows beyond the devices present: NAME:GBPS all-reduce bus bandwidths "
+                 "(empty: none)");
 }
 
 namespace detail {
@@ -143,7 +146,9 @@ inline int study(const StudyArgs& s, const char* argv0) {
   // Bad data is refused here, in one line, before any run or directory. A folder is kept to
   // be packed below.
   const auto options = parallax::ImageOptions().image_size(s.image_size);
+#if ASL_IMAGE_FILES
   std::optional<parallax::ImageFolder> folder;
+#endif
   int64_t images = 0;
   if (fs::is_regular_file(data)) {
     const parallax::PackedImages packed(data, options);
@@ -151,9 +156,14 @@ inline int study(const StudyArgs& s, const char* argv0) {
             packed.image_size(), " px images but --image-size is ", s.image_size);
     images = static_cast<int64_t>(*packed.size());
   } else {
+#if ASL_IMAGE_FILES
     folder.emplace(train_folder(data), options);
     images = static_cast<int64_t>(*folder->size());
+#else
+    throw no_image_files(data);
+#endif
   }
+  const auto links = parse_links(s.project_links);
   require(s.samples <= images, "--samples ", s.samples, " is more than the ", images,
           " images in '", data.string(), "'");
   const std::string self = fs::canonical("/proc/self/exe").string();
@@ -205,6 +215,7 @@ inline int study(const StudyArgs& s, const char* argv0) {
   // Every run trains on a packed cache, so the study times training, not JPEG decoding (which
   // would compete with the compute for the same cores): a folder is decoded once, here.
   fs::path training_data = data;
+#if ASL_IMAGE_FILES
   if (folder) {
     training_data = fs::path(s.out) / "data.pxpack";
     parallax::ProgressLine progress("study: packing " + data.string(), images, "images/s");
@@ -214,6 +225,7 @@ inline int study(const StudyArgs& s, const char* argv0) {
     for (const auto& skipped : report.skipped)
       std::fprintf(stderr, "skipped %s\n", skipped.c_str());
   }
+#endif
   std::printf("study: %zu runs on %lld %s device(s)%s -> %s\n", runs.size(),
               static_cast<long long>(devices), kind.c_str(),
               cuda ? "" : " (CPU figures: replicas and processes share the cores, not GPUs)",
@@ -260,8 +272,18 @@ inline int study(const StudyArgs& s, const char* argv0) {
                 run.metrics["train_images_per_second"].get<double>(),
                 100 * run.metrics["val_accuracy"].get<double>(), elapsed);
   }
+  // Projections start from the one-device Single run at the per-device batch, if there is one.
+  std::vector<ProjectionRow> projected;
+  for (const auto& run : runs)
+    if (run.policy == "single" && run.global_batch == s.batch_size && projected.empty()) {
+      std::ifstream names(fs::path(s.out) / "runs" / run.name() / "classes.txt");
+      int64_t classes = 0;
+      for (std::string line; std::getline(names, line);) ++classes;
+      projected = project_weak_scaling(run.arch, run.global_batch, run.images_per_second(), classes,
+                                       s.image_size, devices, links);
+    }
   StudyInfo info{kind, devices, s.image_size, s.batch_size, data.string()};
-  write_study_report(info, runs, s.out);
+  write_study_report(info, runs, projected, s.out);
   return 0;
 }
 

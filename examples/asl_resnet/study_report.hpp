@@ -18,6 +18,8 @@
 #include <nlohmann/json.hpp>
 #include <parallax/parallax.hpp>
 
+#include "study_projection.hpp"
+
 namespace asl {
 
 /// One training run of the study, and the studies (strong, weak, model) that report it.
@@ -77,12 +79,6 @@ inline std::string machine_text(const StudyInfo& info) {
               ? std::to_string(info.devices) + " CUDA device(s)"
               : "no GPU: devices are CPU replicas (dp) and CPU processes (ddp) sharing the cores");
   return out.str();
-}
-
-inline std::string fixed(double v, int digits) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.*f", digits, v);
-  return text;
 }
 
 /// Speed-up is throughput relative to the study's single-device Single run (for strong scaling
@@ -209,13 +205,15 @@ inline void write_charts(const std::vector<StudyRun>& runs, const std::filesyste
 }  // namespace detail
 
 inline void write_study_report(const StudyInfo& info, const std::vector<StudyRun>& runs,
+                               const std::vector<ProjectionRow>& projected,
                                const std::filesystem::path& out) {
   nlohmann::json json = {{"machine", detail::machine_text(info)},
                          {"device_kind", info.device_kind},
                          {"devices", info.devices},
                          {"image_size", info.image_size},
                          {"data", info.data},
-                         {"rows", nlohmann::json::array()}};
+                         {"rows", nlohmann::json::array()},
+                         {"projected", projection_json(projected)}};
   std::string csv =
       "study,arch,policy,device_kind,devices,global_batch,per_device_batch,epochs,samples,"
       "wall_seconds,images_per_second,speedup,efficiency,val_accuracy\n";
@@ -270,9 +268,12 @@ inline void write_study_report(const StudyInfo& info, const std::vector<StudyRun
     csv += detail::csv_row("model", info.device_kind, r, nullptr);
     json["rows"].push_back({{"study", "model"}, {"arch", r.arch}, {"metrics", r.metrics}});
   }
+  md << projection_markdown(projected, info.device_kind);
   md << "\n![time vs devices](scaling_time.png)\n![efficiency vs devices]"
         "(scaling_efficiency.png)\n![models](models.png)\n";
   parallax::write_text_atomically(out / "study.csv", csv);
+  if (!projected.empty())
+    parallax::write_text_atomically(out / "projection.csv", projection_csv(projected));
   parallax::write_text_atomically(out / "study.json", json.dump(2) + "\n");
   parallax::write_text_atomically(out / "study.md", md.str());
   detail::write_charts(runs, out,

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <parallax/data/image_folder.hpp>
 #include <parallax/parallax.hpp>
 
+#include "image_files.hpp"
 #include "models.hpp"
 #include "weights.hpp"
 
@@ -28,11 +28,12 @@ namespace px = parallax;
 
 struct TrainArgs {
   std::string data, arch = "resnet18", policy = "single", optimizer = "adam", schedule = "constant",
-                    out, pretrained;
+                    out, pretrained, amp_dtype = "bf16";
   int64_t nproc = 1, epochs = 5, batch_size = 32, samples = 0, image_size = 64, workers = 2;
   double lr = 1e-3, val_split = 0.2;
   uint64_t seed = 0;
-  bool freeze_backbone = false, amp = false, channels_last = false, augment = false, strict = false;
+  bool freeze_backbone = false, amp = false, channels_last = false, augment = false, strict = false,
+       cudnn_benchmark = false;
 };
 
 /// Light augmentation for training images: a random shift of up to 1/16 of the side (reflected
@@ -95,7 +96,9 @@ inline Network build_network(const TrainArgs& a, int64_t classes,
   trainable = a.freeze_backbone ? freeze_all_but(*network.model, network.head)
                                 : network.model->parameters();
   if (a.channels_last) network.model = px::with_channels_last(network.model);
-  if (a.amp) network.model = px::with_autocast(network.model);
+  if (a.amp)
+    network.model =
+        px::with_autocast(network.model, a.amp_dtype == "fp16" ? at::kHalf : at::kBFloat16);
   return network;
 }
 
@@ -111,7 +114,7 @@ inline void write_model_directory(const TrainArgs& a, const px::History& history
                             {"arch", a.arch},
                             {"image_size", a.image_size},
                             {"batch_size", a.batch_size},
-                            {"amp", a.amp},
+                            {"amp", a.amp ? a.amp_dtype : "off"},
                             {"channels_last", a.channels_last},
                             {"epochs", nlohmann::json::array()}};
   for (const auto& e : history.epochs)
@@ -141,16 +144,18 @@ int train_with(const TrainArgs& a, const std::shared_ptr<Data>& data,
   else
     optimizer = std::make_unique<torch::optim::SGD>(trainable,
                                                     torch::optim::SGDOptions(a.lr).momentum(0.9));
-  px::Trainer<Policy> trainer(
-      network.model, *optimizer,
-      px::TrainerOptions()
-          .epochs(a.epochs)
-          .batch_size(a.batch_size)
-          .seed(a.seed)
-          .workers(a.workers)
-          .lr_schedule(a.schedule == "cosine" ? px::cosine_schedule(a.lr, a.epochs)
-                                              : px::LrSchedule()),
-      std::move(policy));
+  auto options = px::TrainerOptions()
+                     .epochs(a.epochs)
+                     .batch_size(a.batch_size)
+                     .seed(a.seed)
+                     .workers(a.workers)
+                     .lr_schedule(a.schedule == "cosine" ? px::cosine_schedule(a.lr, a.epochs)
+                                                         : px::LrSchedule());
+  if (a.amp && a.amp_dtype == "fp16") options.loss_scaling(px::LossScalingOptions());
+  // cuDNN tries every convolution algorithm for each new input shape and keeps the fastest;
+  // worth it when shapes repeat (a fixed image size), a no-op without cuDNN.
+  if (a.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);
+  px::Trainer<Policy> trainer(network.model, *optimizer, std::move(options), std::move(policy));
   const fs::path out = a.out;
   // Bad input found once training starts (e.g. a batch too small for the policy's replicas)
   // must not leave an output directory behind: one created here is removed again then.
@@ -233,6 +238,7 @@ inline int train(const TrainArgs& a, int argc, char** argv) {
                         packed->image_size(), " px images but --image-size is ", a.image_size);
     return train_on(a, packed, packed->classes(), data);
   }
+#if ASL_IMAGE_FILES
   auto folder = std::make_shared<px::ImageFolder>(train_folder(data), options);
   // Decode every file once: unreadable ones are named and skipped, or refused with --strict,
   // before training starts rather than in the middle of an epoch.
@@ -250,6 +256,9 @@ inline int train(const TrainArgs& a, int argc, char** argv) {
   px::detail::require(!check.readable.empty(), "no image in '", data.string(), "' can be read");
   auto readable = std::make_shared<px::Subset<px::ImageFolder>>(folder, check.readable);
   return train_on(a, readable, folder->classes(), data);
+#else
+  throw no_image_files(data);
+#endif
 }
 
 }  // namespace asl

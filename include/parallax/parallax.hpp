@@ -10,6 +10,7 @@
 #include "parallax/data/batch.hpp"
 #include "parallax/data/collate.hpp"
 #include "parallax/data/dataset.hpp"
+#include "parallax/data/device_copy.hpp"
 #include "parallax/data/image_header.hpp"
 #include "parallax/data/image_tensor.hpp"
 #include "parallax/data/index_pipeline.hpp"
@@ -21,10 +22,12 @@
 // parallax/data/image_folder.hpp needs OpenCV: include it yourself (PARALLAX_WITH_OPENCV=ON).
 
 #include "parallax/comm/backend.hpp"
+#include "parallax/comm/bucket_plan.hpp"
 #include "parallax/comm/bucket_reducer.hpp"
 #include "parallax/comm/launcher.hpp"
 #include "parallax/comm/local_reduce.hpp"
 #include "parallax/comm/rendezvous.hpp"
+#include "parallax/comm/step_projection.hpp"
 
 #include "parallax/policy/autocast.hpp"
 #include "parallax/policy/channels_last.hpp"
@@ -40,6 +43,7 @@
 #include "parallax/train/callbacks.hpp"
 #include "parallax/train/checkpoint.hpp"
 #include "parallax/train/early_stopping.hpp"
+#include "parallax/train/loss_scaler.hpp"
 #include "parallax/train/metrics.hpp"
 #include "parallax/train/metrics_log.hpp"
 #include "parallax/train/options.hpp"

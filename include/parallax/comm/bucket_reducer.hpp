@@ -22,6 +22,7 @@
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
+#include "parallax/comm/bucket_plan.hpp"
 #include "parallax/error.hpp"
 
 namespace parallax::comm {
@@ -96,21 +97,17 @@ class BucketReducer {
     s.timeout = options.timeout();
     s.hook = options.comm_hook() ? options.comm_hook() : std::make_shared<AllReduceHook>();
     s.overlap = options.overlap();
-    for (auto i = static_cast<int64_t>(parameters.size()) - 1; i >= 0; --i) {
-      const auto& p = parameters[static_cast<std::size_t>(i)];
-      if (!p.requires_grad()) continue;
-      const int64_t bytes = p.numel() * p.element_size();
-      const int64_t cap = s.buckets.size() <= 1 ? options.first_cap_bytes() : options.cap_bytes();
-      if (s.buckets.empty() || s.buckets.back().bytes + bytes > cap ||
-          p.scalar_type() != s.buckets.back().dtype || p.device() != s.buckets.back().device) {
-        if (s.buckets.empty() || s.buckets.back().bytes > 0) s.buckets.emplace_back();
-        s.buckets.back().dtype = p.scalar_type();
-        s.buckets.back().device = p.device();
+    for (const auto& members :
+         plan_buckets(parameters, options.cap_bytes(), options.first_cap_bytes())) {
+      Bucket& bucket = s.buckets.emplace_back();
+      bucket.dtype = parameters[members.front()].scalar_type();
+      bucket.device = parameters[members.front()].device();
+      for (const auto i : members) {
+        const auto& p = parameters[i];
+        bucket.members.push_back({p, names[i], bucket.numel});
+        bucket.numel += p.numel();
+        bucket.bytes += p.numel() * static_cast<int64_t>(p.element_size());
       }
-      Bucket& bucket = s.buckets.back();
-      bucket.members.push_back({p, names[static_cast<std::size_t>(i)], bucket.numel});
-      bucket.numel += p.numel();
-      bucket.bytes += bytes;
     }
     for (std::size_t b = 0; b < s.buckets.size(); ++b) {
       Bucket& bucket = s.buckets[b];

@@ -26,19 +26,24 @@ Batch collate(D& dataset, const Indices& indices, bool pin) {
     inputs.emplace_back(std::move(example.data));
     targets.emplace_back(std::move(example.target));
   }
+  // Pinned batches are stacked straight into page-locked memory (no second copy).
+  auto stack = [pin](const std::vector<torch::Tensor>& parts) {
+    if (!pin || !parts.front().is_cpu()) return torch::stack(parts);  // pinning is for host data
+    std::vector<int64_t> shape{static_cast<int64_t>(parts.size())};
+    const auto sizes = parts.front().sizes();
+    shape.insert(shape.end(), sizes.begin(), sizes.end());
+    auto out = torch::empty(shape, parts.front().options().pinned_memory(true));
+    return torch::stack_out(out, parts);
+  };
   Batch batch;
   try {
-    batch.input = torch::stack(inputs);
-    batch.target = torch::stack(targets);
+    batch.input = stack(inputs);
+    batch.target = stack(targets);
   } catch (const c10::Error& error) {
     throw InputError(
         detail::concat("parallax: examples of one batch have different shapes (first "
                        "index ",
                        indices.front(), "): ", error.what_without_backtrace()));
-  }
-  if (pin) {
-    batch.input = batch.input.pin_memory();
-    batch.target = batch.target.pin_memory();
   }
   return batch;
 }

@@ -22,6 +22,7 @@
 #include "parallax/data/batch.hpp"
 #include "parallax/data/collate.hpp"
 #include "parallax/data/dataset.hpp"
+#include "parallax/data/device_copy.hpp"
 #include "parallax/data/index_pipeline.hpp"
 #include "parallax/data/shard.hpp"
 
@@ -44,6 +45,9 @@ struct LoaderOptions {
   /// Where batches are delivered; CUDA targets get pinned batches and non_blocking copies.
   TORCH_ARG(torch::Device, device) = torch::kCPU;
   TORCH_ARG(bool, pin_memory) = true;
+  /// Workers copy CUDA batches on side streams, overlapping the current step (Note [Copying
+  /// batches on a side stream]); false: copied on the consumer's stream when taken.
+  TORCH_ARG(bool, copy_on_side_stream) = true;
 };
 
 namespace detail {
@@ -55,6 +59,8 @@ class EpochStream {
   EpochStream(D& dataset, std::vector<Indices> batches, const LoaderOptions& options)
       : dataset_(dataset), batches_(std::move(batches)), options_(options) {
     pin_ = options.device().is_cuda() && options.pin_memory() && torch::cuda::is_available();
+    side_stream_ =
+        options.device().is_cuda() && options.copy_on_side_stream() && torch::cuda::is_available();
     const auto workers = static_cast<std::size_t>(options.workers());
     for (std::size_t w = 0; w < workers; ++w) threads_.emplace_back([this] { work(); });
   }
@@ -74,11 +80,11 @@ class EpochStream {
   /// The next batch on the target device, or an undefined Batch at the end of the epoch.
   Batch next() {
     if (delivered_ >= size()) return {};
-    Batch batch;
     if (threads_.empty()) {
-      batch = collate(dataset_, batches_[static_cast<std::size_t>(delivered_)], pin_);
+      Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(delivered_)], pin_);
       max_outstanding_ = 1;
       ++delivered_;
+      return BatchCopier(options_.device(), false).copy(std::move(batch), pin_).batch;
     } else {
       std::unique_lock lock(mutex_);
       ready_signal_.wait(lock, [&] { return ready_.contains(delivered_); });
@@ -87,13 +93,8 @@ class EpochStream {
       lock.unlock();
       space_.notify_all();
       if (node.mapped().error) std::rethrow_exception(node.mapped().error);
-      batch = std::move(node.mapped().batch);
+      return std::move(node.mapped().batch).ready_on_current_stream();
     }
-    if (options_.device() != batch.input.device()) {
-      batch.input = batch.input.to(options_.device(), /*non_blocking=*/pin_);
-      batch.target = batch.target.to(options_.device(), /*non_blocking=*/pin_);
-    }
-    return batch;
   }
 
   /// The most batches claimed by workers and not yet consumed at any moment of this epoch.
@@ -104,11 +105,12 @@ class EpochStream {
 
  private:
   struct Slot {
-    Batch batch;
+    DeviceBatch batch;
     std::exception_ptr error;
   };
 
   void work() {
+    const BatchCopier copier(options_.device(), side_stream_);
     for (;;) {
       int64_t claimed = 0;
       {
@@ -122,7 +124,8 @@ class EpochStream {
       }
       Slot slot;
       try {
-        slot.batch = collate(dataset_, batches_[static_cast<std::size_t>(claimed)], pin_);
+        slot.batch =
+            copier.copy(collate(dataset_, batches_[static_cast<std::size_t>(claimed)], pin_), pin_);
       } catch (...) {
         slot.error = std::current_exception();
       }
@@ -138,6 +141,7 @@ class EpochStream {
   std::vector<Indices> batches_;
   LoaderOptions options_;
   bool pin_ = false;
+  bool side_stream_ = false;
   mutable std::mutex mutex_;
   std::condition_variable space_;
   std::condition_variable ready_signal_;

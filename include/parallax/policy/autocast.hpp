@@ -7,7 +7,7 @@
 // Trainer because autocast state is thread-local: DataParallel runs each replica's forward on
 // its own thread, and only the forward function runs on all of them. The device type comes from
 // the input, so one wrapped model serves CPU and CUDA replicas alike. bfloat16 needs no loss
-// scaling; float16 does (LibTorch has no GradScaler), so only bfloat16 is offered here.
+// scaling; float16 does: train it with TrainerOptions::loss_scaling (train/loss_scaler.hpp).
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -48,11 +48,11 @@ class AutocastRegion {
 
 }  // namespace detail
 
-/// The same model, whose forward runs under autocast to `dtype` (bfloat16) on the input's
-/// device type and returns float32 outputs. See Note [Autocast around forward only].
+/// The same model, whose forward runs under autocast to `dtype` (bfloat16 or float16) on the
+/// input's device type and returns float32 outputs. See Note [Autocast around forward only].
 inline Model with_autocast(Model model, at::ScalarType dtype = at::kBFloat16) {
-  detail::require(dtype == at::kBFloat16,
-                  "with_autocast supports bfloat16 (float16 needs loss scaling), got ", dtype);
+  detail::require(dtype == at::kBFloat16 || dtype == at::kHalf,
+                  "with_autocast supports bfloat16 and float16, got ", dtype);
   auto inner = model.forward;
   model.forward = [inner, dtype](torch::nn::Module& module, const torch::Tensor& input) {
     torch::Tensor output;

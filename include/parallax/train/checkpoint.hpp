@@ -21,6 +21,8 @@ namespace parallax {
 struct CheckpointState {
   int64_t next_epoch = 0;
   History history;
+  /// The LossScaler's {scale, growth tracker, skipped steps} (double); undefined without one.
+  torch::Tensor loss_scaler;
 };
 
 namespace detail {
@@ -65,6 +67,7 @@ inline void save_checkpoint(const std::filesystem::path& path, const torch::nn::
   archive.write("wall_seconds", torch::tensor(state.history.wall_seconds, torch::kDouble));
   archive.write("history", detail::history_tensor(state.history));
   archive.write("cpu_generator", detail::cpu_generator_state());
+  if (state.loss_scaler.defined()) archive.write("loss_scaler", state.loss_scaler);
   write_atomically(
       path, [&](const std::filesystem::path& temporary) { archive.save_to(temporary.string()); });
 }
@@ -101,6 +104,8 @@ inline CheckpointState load_checkpoint(const std::filesystem::path& path, torch:
           EpochMetrics::from_values(std::vector<double>(row, row + history.size(1))));
     }
     detail::set_cpu_generator_state(generator.to(torch::kCPU));
+    torch::Tensor loss_scaler;
+    if (archive.try_read("loss_scaler", loss_scaler)) state.loss_scaler = loss_scaler.cpu();
   } catch (const c10::Error& error) {
     throw InputError(detail::concat("parallax: cannot read checkpoint '", path.string(),
                                     "': ", detail::first_line(error.what_without_backtrace())));

@@ -5,10 +5,13 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include <torch/arg.h>
 #include <torch/torch.h>
+
+#include "parallax/train/loss_scaler.hpp"
 
 namespace parallax {
 
@@ -34,6 +37,8 @@ struct TrainerOptions {
   /// Devices the policy must use (empty: the policy's default).
   TORCH_ARG(std::vector<torch::Device>, devices) = {};
   TORCH_ARG(LrSchedule, lr_schedule) = nullptr;
+  /// Dynamic loss scaling, for float16 autocast (see Note [Dynamic loss scaling]); unset: off.
+  TORCH_ARG(std::optional<LossScalingOptions>, loss_scaling) = std::nullopt;
 };
 
 /// Sets the learning rate of every parameter group.

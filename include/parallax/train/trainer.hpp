@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -43,6 +44,7 @@ class Trainer {
         optimizer_(optimizer),
         options_(std::move(options)),
         policy_(std::move(policy)) {
+    if (options_.loss_scaling()) scaler_.emplace(*options_.loss_scaling());
     policy_.bind(model_, BindContext{options_.devices()});
   }
 
@@ -92,12 +94,21 @@ class Trainer {
     policy_.on_parameters_changed();
     first_epoch_ = state.next_epoch;
     history_ = std::move(state.history);
+    if (scaler_ && state.loss_scaler.defined()) {
+      const auto saved = state.loss_scaler.to(torch::kDouble);
+      scaler_->restore(saved[0].item<double>(), saved[1].item<int64_t>(), saved[2].item<int64_t>());
+    }
     resumed_ = true;
   }
 
   /// Writes a checkpoint of the current state (normally done by the Checkpoint callback).
   void save(const std::filesystem::path& path) const {
-    save_checkpoint(path, *model_, optimizer_, CheckpointState{first_epoch_, history_});
+    CheckpointState state{first_epoch_, history_, {}};
+    if (scaler_)
+      state.loss_scaler = torch::tensor(
+          {scaler_->scale(), double(scaler_->growth_tracker()), double(scaler_->skipped_steps())},
+          torch::kDouble);
+    save_checkpoint(path, *model_, optimizer_, state);
   }
 
   P& policy() { return policy_; }
@@ -105,6 +116,8 @@ class Trainer {
   const Model& model() const { return model_; }
   const TrainerOptions& options() const { return options_; }
   const History& history() const { return history_; }
+  /// The loss scaler when TrainerOptions::loss_scaling is set, else null.
+  const LossScaler* loss_scaler() const { return scaler_ ? &*scaler_ : nullptr; }
 
  private:
   /// Sets train/eval mode for a scope and restores the previous one.
@@ -171,10 +184,11 @@ class Trainer {
       each_callback([&](Callback& c) { c.on_epoch_begin(epoch); });
       const auto epoch_start = Clock::now();
       const StepStats train_stats = policy_.reduce(train_epoch(loader, epoch, loss));
-      const double train_seconds = seconds_since(epoch_start);
       EpochMetrics metrics;
       metrics.epoch = epoch;
+      // Reading the loss waits for the device's queued work, so the clock reads after it.
       metrics.train_loss = train_stats.mean_loss();
+      const double train_seconds = seconds_since(epoch_start);
       metrics.train_accuracy = train_stats.accuracy();
       metrics.train_samples = train_stats.samples;
       metrics.images_per_second = train_stats.samples / std::max(train_seconds, 1e-9);
@@ -204,11 +218,17 @@ class Trainer {
     int64_t step = 0;
     for (Batch& batch : batches) {
       optimizer_.zero_grad();
-      total += policy_.forward_backward(batch, loss, 1.0);
-      if (options_.clip_grad_norm() > 0)
-        torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm());
-      optimizer_.step();
-      policy_.on_parameters_changed();
+      total += policy_.forward_backward(batch, loss, scaler_ ? scaler_->scale() : 1.0);
+      // With loss scaling, a step whose gradients overflowed is skipped (Note [Dynamic loss
+      // scaling]); gradients are unscaled before clipping so the norm is the true one.
+      const bool finite = !scaler_ || scaler_->unscale(model_->parameters());
+      if (scaler_) scaler_->update(finite);
+      if (finite) {
+        if (options_.clip_grad_norm() > 0)
+          torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm());
+        optimizer_.step();
+        policy_.on_parameters_changed();
+      }
       const StepInfo info{
           epoch,          options_.epochs(),   ++step, batches.size(), total.samples,
           total.loss_sum, seconds_since(start)};
@@ -239,6 +259,7 @@ class Trainer {
   torch::optim::Optimizer& optimizer_;
   TrainerOptions options_;
   P policy_;
+  std::optional<LossScaler> scaler_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   History history_;
   int64_t first_epoch_ = 0;

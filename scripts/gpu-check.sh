@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# One prepared command for a CUDA machine: build parallax (OpenCV off) against python3's
+# LibTorch, run the test suite on the GPU, then time, on the same card and in the same run:
+#   1. training-step throughput, C++ Trainer vs Python eager (ResNet-50, 64 px, batch 32, data
+#      on the GPU), fp32 and bf16 + channels-last;
+#   2. asl_resnet images/s for single, dp:1 and ddp:nccl (world 1), with and without
+#      --amp / --channels-last (and fp16, cudnn benchmark);
+#   3. end to end, time to the same accuracy: the original project's pipeline (torchvision
+#      ImageFolder + DataLoader + nn.DataParallel, ResNet-50, 64 px, batch 32) vs asl_resnet.
+# Needs python3 with torch + torchvision, nvcc, cmake, ninja, and deps/ from scripts/gpu-deps.sh.
+# Prints a compact report, also written to $OUT/gpu-report.md when OUT is set. Budget: 8 min.
+# PARALLAX_GPU_CHECK_QUICK=1 shrinks every run (to try the script on a machine without a GPU).
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEPS=${PARALLAX_DEPS:-$ROOT/deps}
+BUILD=${PARALLAX_GPU_BUILD:-$ROOT/build-gpu}
+PY=${PYTHON:-python3}
+REPORT=${OUT:-$BUILD}/gpu-report.md
+QUICK=${PARALLAX_GPU_CHECK_QUICK:-0}
+JOBS=$(nproc)
+mkdir -p "$BUILD" "$(dirname "$REPORT")"
+: > "$REPORT"
+say() { echo "$*" | tee -a "$REPORT"; }
+elapsed() { echo "$((SECONDS))s"; }
+[ -f "$DEPS/data/asl.pxpack" ] && [ -d "$DEPS/include/range" ] ||
+  { echo "gpu-check: $DEPS lacks include/ or data/ (run scripts/gpu-deps.sh on the CPU side)" >&2; exit 2; }
+
+DEVICE=cuda
+if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  [ "$QUICK" = 1 ] || { echo "gpu-check: python3's torch sees no CUDA device" >&2; exit 2; }
+  DEVICE=cpu
+fi
+say "# gpu-check $(date -u +%Y-%m-%d) — $("$PY" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU (quick mode on CPU)")')"
+say ""
+say "- torch $("$PY" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)'), $JOBS cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+command -v nvidia-smi > /dev/null && say "- $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+
+# ---- 1. build -----------------------------------------------------------------------------------
+ARCHS=$("$PY" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})) if torch.cuda.is_available() else "9.0")')
+cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+  -DPARALLAX_DEPS_DIR="$DEPS" -DPARALLAX_WITH_OPENCV=OFF -DPARALLAX_PYTHON="$(command -v "$PY")" \
+  -DTORCH_CUDA_ARCH_LIST="$ARCHS" > "$BUILD/configure.log" 2>&1 &&
+  cmake --build "$BUILD" -j"$JOBS" > "$BUILD/build.log" 2>&1
+build=$?
+say "- build (OpenCV off, -j$JOBS): $([ $build = 0 ] && echo ok || echo FAILED) at $(elapsed); $(grep -m1 'parallax: LibTorch' "$BUILD/configure.log" | sed 's/^-- //')"
+if [ $build != 0 ]; then
+  tail -n 30 "$BUILD/configure.log" "$BUILD/build.log" | tee -a "$REPORT"
+  exit 1
+fi
+BIN=$BUILD/bin
+
+# ---- 2. tests -----------------------------------------------------------------------------------
+(cd "$BUILD" && ctest -j"$((JOBS > 8 ? 8 : JOBS))" --timeout 240 > "$BUILD/ctest.log" 2>&1)
+say "- tests: $(grep -E '^[0-9]+% tests passed' "$BUILD/ctest.log") at $(elapsed)"
+grep -E '\(Failed\)|\(Timeout\)|\(Skipped\)|\*\*\*' "$BUILD/ctest.log" | sed 's/^/    /' | tee -a "$REPORT"
+
+# ---- 3. training step: C++ Trainer vs Python eager -----------------------------------------------
+steps=50; repeats=3; [ "$QUICK" = 1 ] && steps=2 && repeats=1
+say ""
+say "## Training step, ResNet-50, 64 px, batch 32, Adam, data on the $DEVICE (images/s, median of $repeats)"
+say ""
+say "| precision | C++ Trainer<Single> | Python eager | ratio |"
+say "|---|---|---|---|"
+for config in "fp32::" "bf16 + channels-last:--amp bf16 --channels-last:--amp bf16 --channels-last" \
+              "bf16 + channels-last + cudnn benchmark:--amp bf16 --channels-last --cudnn-benchmark:--amp bf16 --channels-last --cudnn-benchmark"; do
+  IFS=: read -r label ours_flags python_flags <<< "$config"
+  ours=$("$BIN/bench_cpu" step --arch resnet50 --image-size 64 --batch 32 --steps "$steps" --repeats "$repeats" \
+         --device "$DEVICE" $ours_flags 2>> "$BUILD/bench.log" | awk '/images_per_second/ {print $2}')
+  python=$("$PY" "$ROOT/bench/gpu_eager.py" --arch resnet50 --image-size 64 --batch-size 32 --steps "$steps" \
+           --warmup 10 --repeats "$repeats" --device "$DEVICE" $python_flags 2>> "$BUILD/bench.log" |
+           tail -n 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["images_per_second"])' 2>> "$BUILD/bench.log")
+  ratio=$("$PY" -c "print(f'{float(\"${ours:-0}\") / float(\"${python:-0}\"):.2f}x')" 2> /dev/null || echo "n/a")
+  say "| $label | ${ours:-failed} | ${python:-failed} | $ratio |"
+done
+say ""
+say "(at $(elapsed))"
+
+# ---- 4. asl_resnet: policies x precision -----------------------------------------------------------
+epochs=3; [ "$QUICK" = 1 ] && epochs=1
+PACK=$DEPS/data/asl.pxpack
+say ""
+say "## asl_resnet train, ResNet-50, 64 px, batch 32, $epochs epochs on $(basename "$PACK") (best epoch, images/s)"
+say ""
+say "| policy | flags | images/s | val accuracy |"
+say "|---|---|---|---|"
+run_train() {  # run_train POLICY FLAGS...
+  local policy=$1
+  shift
+  local out="$BUILD/runs/${policy/:/-}$(echo "$*" | tr -d ' -')"
+  rm -rf "$out"
+  if "$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$epochs" \
+       --workers 4 --policy "$policy" --out "$out" "$@" > "$out.log" 2>&1; then
+    "$PY" - "$out/metrics.json" "$policy" "$*" <<'PY' | tee -a "$REPORT"
+import json, sys
+m = json.load(open(sys.argv[1]))
+best = max(e["images_per_second"] for e in m["epochs"])
+print(f"| {sys.argv[2]} | {sys.argv[3] or '-'} | {best:.0f} | {100 * m['val_accuracy']:.1f}% |")
+PY
+  else
+    say "| $policy | $* | FAILED: $(tail -n 1 "$out.log") | |"
+  fi
+}
+mkdir -p "$BUILD/runs"
+run_train single
+run_train single --channels-last
+run_train single --amp
+run_train single --amp --channels-last
+run_train single --amp --channels-last --cudnn-benchmark
+run_train single --amp --amp-dtype fp16 --channels-last
+for policy in dp:1 ddp:nccl; do
+  [ "$DEVICE" = cpu ] && [ "$policy" = ddp:nccl ] && policy=ddp:gloo
+  run_train $policy
+  run_train $policy --amp --channels-last
+done
+say ""
+say "(at $(elapsed))"
+
+# ---- 5. end to end: the original pipeline vs asl_resnet, to the same accuracy ----------------------
+e2e_epochs=5; [ "$QUICK" = 1 ] && e2e_epochs=1
+say ""
+say "## End to end, same images, same model (ResNet-50, 64 px, batch 32, Adam 1e-3, 80/20 split)"
+say ""
+"$PY" "$ROOT/bench/original_pipeline.py" --data "$DEPS/data/asl" --epochs "$e2e_epochs" --workers 4 \
+  --device "$DEVICE" > "$BUILD/original.json" 2>> "$BUILD/bench.log"
+rm -rf "$BUILD/runs/e2e"
+"$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$e2e_epochs" \
+  --workers 4 --amp --channels-last --cudnn-benchmark --out "$BUILD/runs/e2e" > "$BUILD/runs/e2e.log" 2>&1
+"$PY" - "$BUILD/original.json" "$BUILD/runs/e2e/metrics.json" "$DEPS/data/prepare.txt" <<'PY' | tee -a "$REPORT"
+import json, sys
+try:
+    original = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+    ours = json.load(open(sys.argv[2]))
+except Exception as error:  # one side failed: say which, keep the rest of the report
+    print(f"failed: {error}")
+    sys.exit(0)
+prepare = dict(line.split(" ", 1) for line in open(sys.argv[3]).read().splitlines())
+oe = [(e["seconds_total"], e["val_accuracy"]) for e in original["epochs"]]
+total, ue = 0.0, []
+for e in ours["epochs"]:
+    total += e["seconds"]
+    ue.append((total, e["val_accuracy"]))
+# The target: the accuracy both reach (at most 90%); time = first epoch at or above it.
+target = min(0.9, max(a for _, a in oe), max(a for _, a in ue))
+first = lambda runs: next(t for t, a in runs if a >= target)
+print("| pipeline | per-epoch val accuracy | seconds to %.1f%% |" % (100 * target))
+print("|---|---|---|")
+print("| original (ImageFolder + DataLoader(4) + nn.DataParallel, fp32) | %s | %.1f |" %
+      (" ".join("%.0f%%" % (100 * a) for _, a in oe), first(oe)))
+print("| asl_resnet (pack, --amp --channels-last --cudnn-benchmark) | %s | %.1f |" %
+      (" ".join("%.0f%%" % (100 * a) for _, a in ue), first(ue)))
+print()
+seconds = int(prepare["prepare_ms"]) / 1000
+print("ratio: %.1fx training; %.1fx counting the one-time `asl_resnet prepare` of the JPEGs (%.1f s, "
+      "measured on the CPU side: %s cores, %s)" % (first(oe) / first(ue), first(oe) / (first(ue) + seconds),
+      seconds, prepare["cores"], prepare["cpu"]))
+PY
+say ""
+say "total: $(elapsed)"
