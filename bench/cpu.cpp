@@ -2,9 +2,11 @@
 //
 //   bench_cpu step [--arch resnet18] [--image-size 64] [--batch 32] [--steps 20] [--repeats 1]
 //                  [--device cpu|cuda] [--amp none|bf16|fp16] [--channels-last] [--cudnn-benchmark]
+//                  [--cuda-graphs]
 //       one warm-up epoch, then `repeats` timed epochs of Trainer<Single> over tensors already in
-//       memory (on the device: pure step throughput; Adam 1e-3): prints "images_per_second X",
-//       the median epoch (bench/gpu_eager.py is the Python side of the comparison on a GPU)
+//       memory (on the device: pure step throughput; parallax::FusedAdam 1e-3): prints
+//       "images_per_second X", the median epoch (bench/gpu_eager.py is the Python side of the
+//       comparison on a GPU)
 //   bench_cpu loader --data FOLDER|FILE.pxpack [--image-size 64] [--batch 32] [--workers 2]
 //       one epoch of parallax::Loader over an ImageFolder (JPEG decoding) or a packed cache,
 //       shuffled, with ImageNet normalisation: prints "batches_per_second X"
@@ -55,7 +57,7 @@ int step(int argc, char** argv) {
   // The examples live on the device already: no loader copies, only the training step.
   px::TensorDataset data(torch::randn({batch * steps, 3, size, size}).to(device),
                          torch::randint(0, 29, {batch * steps}).to(device));
-  torch::optim::Adam optimizer(network.model->parameters(), 1e-3);
+  px::FusedAdam optimizer(network.model->parameters(), 1e-3);
   auto options = px::TrainerOptions()
                      .epochs(1 + repeats)
                      .batch_size(batch)
@@ -63,10 +65,13 @@ int step(int argc, char** argv) {
                      .shuffle(false)
                      .devices({device});
   if (amp == "fp16") options.loss_scaling(px::LossScalingOptions());
-  px::Trainer<px::Single> trainer(model, optimizer, options);
-  const auto history = trainer.fit(data, [](const torch::Tensor& out, const torch::Tensor& y) {
+  auto loss = [](const torch::Tensor& out, const torch::Tensor& y) {
     return torch::nn::functional::cross_entropy(out, y);
-  });
+  };
+  const auto history =
+      flag(argc, argv, "--cuda-graphs")
+          ? px::Trainer<px::CudaGraphSingle>(model, optimizer, options).fit(data, loss)
+          : px::Trainer<px::Single>(model, optimizer, options).fit(data, loss);
   std::vector<double> rates;
   for (std::size_t e = 1; e < history.epochs.size(); ++e)
     rates.push_back(history.epochs[e].images_per_second);

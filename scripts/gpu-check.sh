@@ -2,9 +2,9 @@
 # One prepared command for a CUDA machine: build parallax (OpenCV off) against python3's
 # LibTorch, run the test suite on the GPU, then time, on the same card and in the same run:
 #   1. training-step throughput, C++ Trainer vs Python eager (ResNet-50, 64 px, batch 32, data
-#      on the GPU), fp32 and bf16 + channels-last;
+#      on the GPU), fp32, bf16 + channels-last, + cuDNN benchmark, + CUDA graphs (ours);
 #   2. asl_resnet images/s for single, dp:1 and ddp:nccl (world 1), with and without
-#      --amp / --channels-last (and fp16, cudnn benchmark);
+#      --amp / --channels-last (and fp16, cuDNN benchmark, CUDA graphs);
 #   3. end to end, time to the same accuracy: the original project's pipeline (torchvision
 #      ImageFolder + DataLoader + nn.DataParallel, ResNet-50, 64 px, batch 32) vs asl_resnet.
 # Needs python3 with torch + torchvision, nvcc, cmake, ninja, and deps/ from scripts/gpu-deps.sh.
@@ -53,25 +53,31 @@ BIN=$BUILD/bin
 # ---- 2. tests -----------------------------------------------------------------------------------
 (cd "$BUILD" && ctest -j"$((JOBS > 8 ? 8 : JOBS))" --timeout 240 > "$BUILD/ctest.log" 2>&1)
 say "- tests: $(grep -E '^[0-9]+% tests passed' "$BUILD/ctest.log") at $(elapsed)"
-grep -E '\(Failed\)|\(Timeout\)|\(Skipped\)|\*\*\*' "$BUILD/ctest.log" | sed 's/^/    /' | tee -a "$REPORT"
+grep -E '^\s+[0-9]+ - ' "$BUILD/ctest.log" | sed 's/^\s*/    /' | tee -a "$REPORT"   # failed or skipped
 
 # ---- 3. training step: C++ Trainer vs Python eager -----------------------------------------------
 steps=50; repeats=3; [ "$QUICK" = 1 ] && steps=2 && repeats=1
 say ""
 say "## Training step, ResNet-50, 64 px, batch 32, Adam, data on the $DEVICE (images/s, median of $repeats)"
 say ""
-say "| precision | C++ Trainer<Single> | Python eager | ratio |"
-say "|---|---|---|---|"
+say "| precision | C++ Trainer<Single>, FusedAdam | Python eager, Adam (default) | Python eager, Adam(fused=True) | ratio to default | ratio to fused |"
+say "|---|---|---|---|---|---|"
+best="--amp bf16 --channels-last --cudnn-benchmark"
 for config in "fp32::" "bf16 + channels-last:--amp bf16 --channels-last:--amp bf16 --channels-last" \
-              "bf16 + channels-last + cudnn benchmark:--amp bf16 --channels-last --cudnn-benchmark:--amp bf16 --channels-last --cudnn-benchmark"; do
+              "bf16 + channels-last + cudnn benchmark:$best:$best" \
+              "the same + CUDA graphs (ours only):$best --cuda-graphs:$best"; do
   IFS=: read -r label ours_flags python_flags <<< "$config"
   ours=$("$BIN/bench_cpu" step --arch resnet50 --image-size 64 --batch 32 --steps "$steps" --repeats "$repeats" \
          --device "$DEVICE" $ours_flags 2>> "$BUILD/bench.log" | awk '/images_per_second/ {print $2}')
-  python=$("$PY" "$ROOT/bench/gpu_eager.py" --arch resnet50 --image-size 64 --batch-size 32 --steps "$steps" \
-           --warmup 10 --repeats "$repeats" --device "$DEVICE" $python_flags 2>> "$BUILD/bench.log" |
-           tail -n 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["images_per_second"])' 2>> "$BUILD/bench.log")
-  ratio=$("$PY" -c "print(f'{float(\"${ours:-0}\") / float(\"${python:-0}\"):.2f}x')" 2> /dev/null || echo "n/a")
-  say "| $label | ${ours:-failed} | ${python:-failed} | $ratio |"
+  eager() {  # eager OPTIMIZER: images/s of bench/gpu_eager.py
+    "$PY" "$ROOT/bench/gpu_eager.py" --arch resnet50 --image-size 64 --batch-size 32 --steps "$steps" \
+      --warmup 10 --repeats "$repeats" --device "$DEVICE" --optimizer "$1" $python_flags 2>> "$BUILD/bench.log" |
+      tail -n 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["images_per_second"])' 2>> "$BUILD/bench.log"
+  }
+  python=$(eager adam)
+  fused=$(eager adam-fused)
+  ratio() { "$PY" -c "print(f'{float(\"$1\") / float(\"$2\"):.2f}x')" 2> /dev/null || echo "n/a"; }
+  say "| $label | ${ours:-failed} | ${python:-failed} | ${fused:-failed} | $(ratio "$ours" "$python") | $(ratio "$ours" "$fused") |"
 done
 say ""
 say "(at $(elapsed))"
@@ -107,6 +113,7 @@ run_train single --channels-last
 run_train single --amp
 run_train single --amp --channels-last
 run_train single --amp --channels-last --cudnn-benchmark
+run_train single --amp --channels-last --cudnn-benchmark --cuda-graphs
 run_train single --amp --amp-dtype fp16 --channels-last
 for policy in dp:1 ddp:nccl; do
   [ "$DEVICE" = cpu ] && [ "$policy" = ddp:nccl ] && policy=ddp:gloo

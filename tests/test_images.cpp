@@ -70,11 +70,30 @@ TEST_SUITE("images") {
       CHECK(torch::equal(packed.get(i).data, folder.get(from_folder[i]).data));
       CHECK(packed.label(i) == folder.label(from_folder[i]));
     }
-    // Trains through the Loader like any dataset.
-    px::Loader loader(packed, px::LoaderOptions().batch_size(2).workers(2));
-    int64_t seen = 0;
-    for (px::Batch& batch : loader.epoch(0)) seen += batch.size();
-    CHECK(seen == 3);
+    // Whole batches read in one pass equal the stacked examples, also through a Subset.
+    static_assert(px::BatchReadable<px::PackedImages>);
+    static_assert(px::BatchReadable<px::Subset<px::PackedImages>>);
+    static_assert(!px::BatchReadable<px::ImageFolder>);
+    const std::vector<int64_t> order{2, 0, 2, 1};
+    const auto batch = packed.get_batch(order, /*pin=*/false);
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      const auto example = packed.get(static_cast<std::size_t>(order[k]));
+      CHECK(torch::equal(batch.input[static_cast<int64_t>(k)], example.data));
+      CHECK(batch.target[static_cast<int64_t>(k)].item<int64_t>() ==
+            example.target.item<int64_t>());
+    }
+    CHECK_THROWS_AS(packed.get_batch({3}, false), px::InputError);  // out of range
+    auto shared = std::make_shared<px::PackedImages>(pack, px::ImageOptions().image_size(8));
+    px::Subset<px::PackedImages> subset(shared, {1, 2});
+    CHECK(torch::equal(subset.get_batch({1, 0}, false).input,
+                       torch::stack({packed.get(2).data, packed.get(1).data})));
+    // Trains through the Loader like any dataset (collate takes the batch path).
+    px::Loader loader(packed, px::LoaderOptions().batch_size(2).workers(2).shuffle(false));
+    std::vector<torch::Tensor> inputs;
+    for (px::Batch& b : loader.epoch(0)) inputs.push_back(b.input);
+    REQUIRE(inputs.size() == 2u);
+    CHECK(torch::equal(torch::cat(inputs),
+                       torch::stack({packed.get(0).data, packed.get(1).data, packed.get(2).data})));
     fs::remove_all(root);
   }
 

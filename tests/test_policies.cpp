@@ -1,5 +1,6 @@
 // Single and DataParallel<N>: equivalence, the Policy concept, and errors.
 #include <map>
+#include <tuple>
 
 #include "support.hpp"
 
@@ -165,6 +166,13 @@ TEST_SUITE("data_parallel") {
 }
 
 TEST_SUITE("errors") {
+  TEST_CASE("CUDA graphs refuse a device that is not CUDA") {
+    Net net;
+    px::CudaGraphSingle policy(torch::Device(torch::kCPU));
+    CHECK_THROWS_WITH_AS(policy.bind(px::make_model(net), {}),
+                         "parallax: CUDA graphs need a CUDA device, got cpu", px::InputError);
+  }
+
   TEST_CASE("more replicas than devices given") {
     Net net;
     auto policy = px::DataParallel<3>(cpu_replicas(2));
@@ -370,6 +378,40 @@ TEST_SUITE("cuda") {
         px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCUDA, second})), batch, 5);
     CHECK(max_difference(dp_grad, single_grad) <= 1e-5);
     CHECK(max_difference(dp_params, single_params) <= 1e-4);
+  }
+
+  TEST_CASE("CudaGraphSingle replays the captured step and trains like Single") {
+    require_cuda();
+    auto data = classification_data(100);  // batches of 16: the last one (4) runs eagerly
+    auto train = [&](auto policy) {
+      torch::manual_seed(4);
+      Net net(6, 32, 3);
+      px::FusedAdam optimizer(net->parameters(), 1e-2);
+      px::Trainer<decltype(policy)> trainer(
+          net, optimizer, px::TrainerOptions().epochs(3).batch_size(16).seed(1), std::move(policy));
+      const auto history = trainer.fit(data, cross_entropy);
+      return std::tuple(flat_parameters(*net), history, trainer.policy().name());
+    };
+    const auto [graphed, graphed_history, name] = train(px::CudaGraphSingle(torch::kCUDA, 2));
+    const auto [eager, eager_history, unused] = train(px::Single(torch::kCUDA));
+    CHECK(name == "single+graphs");
+    CHECK(max_difference(graphed, eager) <= 1e-5);
+    for (std::size_t e = 0; e < eager_history.epochs.size(); ++e)
+      CHECK(graphed_history.epochs[e].train_loss ==
+            doctest::Approx(eager_history.epochs[e].train_loss).epsilon(1e-5));
+  }
+
+  TEST_CASE("CudaGraphSingle: most steps are replays") {
+    require_cuda();
+    auto data = classification_data(100);
+    Net net(6, 32, 3);
+    px::FusedAdam optimizer(net->parameters(), 1e-2);
+    px::Trainer<px::CudaGraphSingle> trainer(net, optimizer,
+                                             px::TrainerOptions().epochs(3).batch_size(16),
+                                             px::CudaGraphSingle(torch::kCUDA, 2));
+    trainer.fit(data, cross_entropy);
+    // 3 x 7 steps: 2 warm-up, and the 3 partial last batches eager; the rest replays.
+    CHECK(trainer.policy().replays() == 3 * 7 - 2 - 3);
   }
 
   TEST_CASE("float16 autocast with loss scaling on CUDA: overflowing steps skipped, then trains") {

@@ -101,6 +101,8 @@ void add_train_options(CLI::App& cmd, asl::TrainArgs& t) {
   cmd.add_option("--amp-dtype", t.amp_dtype, "bf16 | fp16 (fp16 with dynamic loss scaling)")
       ->check(CLI::IsMember({"bf16", "fp16"}));
   cmd.add_flag("--cudnn-benchmark", t.cudnn_benchmark, "let cuDNN pick the fastest algorithms");
+  cmd.add_flag("--cuda-graphs", t.cuda_graphs,
+               "replay forward+backward as a CUDA graph (single policy, static shapes)");
   cmd.add_flag("--channels-last", t.channels_last, "NHWC memory format");
   cmd.add_flag("--augment", t.augment, "random shifts and brightness/contrast");
   cmd.add_flag("--strict", t.strict, "fail on an unreadable image instead of skipping it");

@@ -17,6 +17,10 @@ namespace parallax {
 /// device can overlap with compute.
 template <RandomAccessDataset D>
 Batch collate(D& dataset, const Indices& indices, bool pin) {
+  if constexpr (BatchReadable<D>) {
+    auto batch = dataset.get_batch(indices, pin);
+    return Batch{std::move(batch.input), std::move(batch.target)};
+  }
   std::vector<torch::Tensor> inputs;
   std::vector<torch::Tensor> targets;
   inputs.reserve(indices.size());

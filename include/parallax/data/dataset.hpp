@@ -5,6 +5,7 @@
 #include <concepts>
 #include <cstddef>
 #include <optional>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -20,6 +21,15 @@ concept RandomAccessDataset = requires(D& dataset, std::size_t index) {
   { dataset.size() } -> std::convertible_to<std::optional<std::size_t>>;
   { dataset.get(index).data } -> std::convertible_to<torch::Tensor>;
   { dataset.get(index).target } -> std::convertible_to<torch::Tensor>;
+};
+
+/// A dataset that can also read a whole batch at once (e.g. PackedImages: one pass straight into
+/// the batch tensor instead of one tensor per example and a stack). collate() prefers it; the
+/// result must equal stacking get(i) over `indices`. `pin`: allocate in page-locked memory.
+template <class D>
+concept BatchReadable = requires(const D& dataset, const std::vector<int64_t>& indices, bool pin) {
+  { dataset.get_batch(indices, pin).input } -> std::convertible_to<torch::Tensor>;
+  { dataset.get_batch(indices, pin).target } -> std::convertible_to<torch::Tensor>;
 };
 
 /// The number of examples, with a clear error for unsized or empty datasets.

@@ -66,20 +66,26 @@ inline torch::Tensor decode_image(const uint8_t* data, std::size_t bytes, int64_
   }
   detail::require(!bgr.empty(), "cannot decode image '", name, "'");
   check_pixels(bgr.cols, bgr.rows);
-  cv::Mat rgb, resized;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  cv::resize(rgb, resized, cv::Size(static_cast<int>(size), static_cast<int>(size)), 0, 0,
+  // Resizing works per channel, so swapping channels after it (on fewer pixels) is the same.
+  cv::Mat resized, rgb;
+  cv::resize(bgr, resized, cv::Size(static_cast<int>(size), static_cast<int>(size)), 0, 0,
              cv::INTER_AREA);
-  return torch::from_blob(resized.data, {size, size, 3}, torch::kUInt8).permute({2, 0, 1}).clone();
+  cv::cvtColor(resized, rgb, cv::COLOR_BGR2RGB);
+  return torch::from_blob(rgb.data, {size, size, 3}, torch::kUInt8)
+      .permute({2, 0, 1})
+      .contiguous();  // CHW, copied out of the Mat
 }
 
 /// Reads and decodes the file `path` (see decode_image). Throws InputError naming the file when
 /// it cannot be read or decoded.
 inline torch::Tensor load_image(const std::filesystem::path& path, int64_t size) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   detail::require(in.good(), "cannot read image '", path.string(), "'");
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
-                                std::istreambuf_iterator<char>());
+  // One read of the whole file (a stream iterator would copy it byte by byte).
+  std::vector<char> bytes(static_cast<std::size_t>(std::max<std::streamoff>(in.tellg(), 0)));
+  in.seekg(0);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  detail::require(in.good() || bytes.empty(), "cannot read image '", path.string(), "'");
   return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), size,
                       path.string());
 }

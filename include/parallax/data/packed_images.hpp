@@ -25,6 +25,7 @@
 
 #include <torch/torch.h>
 
+#include "parallax/data/batch.hpp"
 #include "parallax/data/image_tensor.hpp"
 #include "parallax/error.hpp"
 #include "parallax/train/atomic_file.hpp"
@@ -183,6 +184,25 @@ class PackedImages : public torch::data::datasets::Dataset<PackedImages> {
     return {normalize_image(pixels(index), options_), torch::tensor(label(index))};
   }
   std::optional<std::size_t> size() const override { return count_; }
+
+  /// The normalised images `indices` as one float [n, C, H, W] batch, and their labels: what
+  /// stacking get(i) gives, written in one pass (BatchReadable; the Loader uses it).
+  Batch get_batch(const std::vector<int64_t>& indices, bool pin) const {
+    const auto n = static_cast<int64_t>(indices.size());
+    const auto options = torch::TensorOptions().pinned_memory(pin);
+    Batch batch{torch::empty({n, channels_, height_, width_}, options.dtype(torch::kFloat)),
+                torch::empty({n}, options.dtype(torch::kLong))};
+    const int64_t plane = height_ * width_, bytes = channels_ * plane;
+    float* out = batch.input.data_ptr<float>();
+    int64_t* labels = batch.target.data_ptr<int64_t>();
+    for (int64_t k = 0; k < n; ++k) {
+      const auto index = static_cast<std::size_t>(indices[static_cast<std::size_t>(k)]);
+      detail::require(index < count_, "packed image index ", index, " out of range (", count_, ")");
+      detail::normalize_into(pixels_ + index * bytes, out + k * bytes, channels_, plane, options_);
+      labels[k] = label(index);
+    }
+    return batch;
+  }
 
   torch::Tensor pixels(std::size_t index) const {
     detail::require(index < count_, "packed image index ", index, " out of range (", count_, ")");

@@ -1,0 +1,191 @@
+// CudaGraphSingle: Single on one CUDA device, with forward, loss and backward captured once into
+// a CUDA graph and replayed for every batch of the same shape.
+//
+// Note [Capturing the training step]
+// At small images a ResNet step is a few hundred short kernels, and launching them costs more
+// host time than the GPU needs to run them. A CUDA graph launches them all at once. The recipe
+// is PyTorch's "whole network capture": a few eager warm-up steps on a side stream (cuDNN picks
+// its algorithms, the allocator settles), then one capture, then replays. What the graph reads
+// and writes must stay at fixed addresses: each batch is copied into static input and target
+// tensors; gradients are allocated by the captured backward (the Trainer has just set them to
+// none) and are handed back to the parameters after each replay, since the Trainer's zero_grad
+// drops them again; parameters and optimizer state are updated in place, so the graph sees the
+// new values. A batch of another shape (the last, partial one) or another grad_scale (loss
+// scaling changed the scale) runs eagerly; that is also why this is meant for bfloat16, not
+// float16. The optimizer step stays outside the graph: with FusedAdam it is a few kernels.
+// Only Single: replica threads (DataParallel) and collectives inside hooks (Distributed) would
+// have to be captured too.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "parallax/config.hpp"
+#include "parallax/policy/concept.hpp"
+#include "parallax/policy/devices.hpp"
+
+#if PARALLAX_HAS_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace parallax {
+
+class CudaGraphSingle {
+ public:
+  /// `device`: a CUDA device (default: cuda:0); `warmup_steps` eager steps before the capture.
+  explicit CudaGraphSingle(std::optional<torch::Device> device = std::nullopt,
+                           int64_t warmup_steps = 3)
+      : device_(device), warmup_steps_(warmup_steps) {}
+
+  void bind(const Model& model, const BindContext& context) {
+    detail::require(context.devices.size() <= 1, "CudaGraphSingle trains on one device, but ",
+                    context.devices.size(), " were given (", device_list(context.devices), ")");
+    if (!context.devices.empty()) device_ = context.devices.front();
+    if (!device_) device_ = torch::Device(torch::kCUDA, 0);
+    detail::require(device_->is_cuda() && PARALLAX_HAS_CUDA, "CUDA graphs need a CUDA device, got ",
+                    device_->str());
+    check_device_usable(*device_, "CudaGraphSingle");
+    model_ = model;
+    model_.module->to(*device_);
+    parameters_ = model_.module->parameters();
+  }
+  torch::Device input_device() const { return device_.value_or(torch::kCUDA); }
+  Shard shard() const { return {}; }
+  int64_t min_batch() const { return 1; }
+
+  StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
+#if PARALLAX_HAS_CUDA
+    if (graph_ && fits(batch, grad_scale)) return replay(batch);
+    if (!graph_ && eager_steps_ >= warmup_steps_ && no_gradients())
+      return capture(batch, loss, grad_scale);
+    ++eager_steps_;
+    return on_side_stream(
+        [&] { return detail::forward_backward(model_, batch, loss, grad_scale); });
+#else
+    return detail::forward_backward(model_, batch, loss, grad_scale);
+#endif
+  }
+  void on_parameters_changed() {}
+  torch::Tensor forward(const torch::Tensor& input) {
+    torch::NoGradGuard no_grad;
+    return model_(input.to(input_device()));
+  }
+  StepStats reduce(const StepStats& stats) {
+    return stats;
+  }
+  void synchronize() {}
+  void set_training(bool on) {
+    model_->train(on);
+  }
+  bool is_main() const {
+    return true;
+  }
+  int64_t world_size() const {
+    return 1;
+  }
+  std::string name() const {
+    return "single+graphs";
+  }
+
+  /// Steps that replayed the captured graph (the rest ran eagerly).
+  int64_t replays() const {
+    return replays_;
+  }
+
+ private:
+#if PARALLAX_HAS_CUDA
+  bool fits(const Batch& batch, double grad_scale) const {
+    return grad_scale == grad_scale_ && batch.input.sizes() == input_.sizes() &&
+           batch.input.scalar_type() == input_.scalar_type() &&
+           batch.target.sizes() == target_.sizes() &&
+           batch.target.scalar_type() == target_.scalar_type();
+  }
+  bool no_gradients() const {
+    for (const auto& p : parameters_)
+      if (p.grad().defined()) return false;
+    return true;
+  }
+
+  /// Runs `work` on a side stream ordered after, and before, the current stream's work.
+  template <class Work>
+  StepStats on_side_stream(Work&& work) {
+    const auto current = c10::cuda::getCurrentCUDAStream(device_->index());
+    const auto side = side_stream();
+    at::cuda::CUDAEvent before, after;
+    before.record(current);
+    before.block(side);
+    StepStats stats;
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      stats = work();
+    }
+    after.record(side);
+    after.block(current);
+    return stats;
+  }
+  c10::cuda::CUDAStream side_stream() {
+    if (!side_) side_.emplace(c10::cuda::getStreamFromPool(false, device_->index()));
+    return *side_;
+  }
+
+  StepStats capture(const Batch& batch, const LossFunction& loss, double grad_scale) {
+    input_ = batch.input.clone();
+    target_ = batch.target.clone();
+    grad_scale_ = grad_scale;
+    graph_ = std::make_unique<at::cuda::CUDAGraph>();
+    on_side_stream([&] {
+      graph_->capture_begin();
+      captured_ = detail::forward_backward(model_, Batch{input_, target_}, loss, grad_scale);
+      graph_->capture_end();
+      return captured_;
+    });
+    grads_.clear();
+    for (const auto& p : parameters_) grads_.push_back(p.grad());
+    return replay(batch);  // capturing ran nothing: this batch runs now
+  }
+
+  StepStats replay(const Batch& batch) {
+    if (!batch.input.is_same(input_)) input_.copy_(batch.input, /*non_blocking=*/true);
+    if (!batch.target.is_same(target_)) target_.copy_(batch.target, /*non_blocking=*/true);
+    graph_->replay();
+    ++replays_;
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+      if (!grads_[i].defined()) continue;
+      auto& grad = parameters_[i].mutable_grad();
+      if (grad.defined() && !grad.is_same(grads_[i]))
+        grad.add_(grads_[i]);  // accumulating on top of an earlier backward
+      else
+        grad = grads_[i];
+    }
+    StepStats stats;  // the graph's outputs are overwritten by the next replay: copy them
+    stats.samples = captured_.samples;
+    stats.loss_sum = captured_.loss_sum.clone();
+    if (captured_.correct.defined()) stats.correct = captured_.correct.clone();
+    return stats;
+  }
+
+  std::optional<c10::cuda::CUDAStream> side_;
+  std::unique_ptr<at::cuda::CUDAGraph> graph_;
+  torch::Tensor input_, target_;
+  std::vector<torch::Tensor> grads_;
+  StepStats captured_;
+  double grad_scale_ = 1.0;
+#endif
+  std::optional<torch::Device> device_;
+  int64_t warmup_steps_;
+  int64_t eager_steps_ = 0;
+  int64_t replays_ = 0;
+  Model model_;
+  std::vector<torch::Tensor> parameters_;
+};
+
+static_assert(Policy<CudaGraphSingle>);
+
+}  // namespace parallax
