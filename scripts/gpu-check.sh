@@ -9,7 +9,9 @@
 #      ImageFolder + DataLoader + nn.DataParallel, ResNet-50, 64 px, batch 32) vs asl_resnet.
 # Needs python3 with torch + torchvision, nvcc, cmake, ninja, and deps/ from scripts/gpu-deps.sh.
 # Prints a compact report, also written to $OUT/gpu-report.md when OUT is set. Budget: 8 min.
-# PARALLAX_GPU_CHECK_QUICK=1 shrinks every run (to try the script on a machine without a GPU).
+# PARALLAX_GPU_CHECK_PARTS="build tests step train e2e" picks sections (a rerun on a warm machine
+# finds build-gpu/ built). PARALLAX_GPU_CHECK_QUICK=1 shrinks every run (to try the script on a
+# machine without a GPU).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS=${PARALLAX_DEPS:-$ROOT/deps}
@@ -17,6 +19,9 @@ BUILD=${PARALLAX_GPU_BUILD:-$ROOT/build-gpu}
 PY=${PYTHON:-python3}
 REPORT=${OUT:-$BUILD}/gpu-report.md
 QUICK=${PARALLAX_GPU_CHECK_QUICK:-0}
+PARTS=" ${PARALLAX_GPU_CHECK_PARTS:-build tests step train e2e} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
+SAMPLES=0; [ "$QUICK" = 1 ] && SAMPLES=96   # images per training run (0: all)
 JOBS=$(nproc)
 mkdir -p "$BUILD" "$(dirname "$REPORT")"
 : > "$REPORT"
@@ -35,7 +40,7 @@ say ""
 say "- torch $("$PY" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)'), $JOBS cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 command -v nvidia-smi > /dev/null && say "- $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
 
-# ---- 1. build -----------------------------------------------------------------------------------
+# ---- 1. build (always: a no-op when build-gpu/ is up to date) ----------------------------------
 ARCHS=$("$PY" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})) if torch.cuda.is_available() else "9.0")')
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
@@ -50,53 +55,63 @@ if [ $build != 0 ]; then
 fi
 BIN=$BUILD/bin
 
-# ---- 2. tests -----------------------------------------------------------------------------------
-(cd "$BUILD" && ctest -j"$((JOBS > 8 ? 8 : JOBS))" --timeout 240 > "$BUILD/ctest.log" 2>&1)
-say "- tests: $(grep -E '^[0-9]+% tests passed' "$BUILD/ctest.log") at $(elapsed)"
-grep -E '^\s+[0-9]+ - ' "$BUILD/ctest.log" | sed 's/^\s*/    /' | tee -a "$REPORT"   # failed or skipped
+# ---- 2. tests (install_and_consume, a packaging test that compiles a torch program, left out) -----
+if part tests; then
+  (cd "$BUILD" && ctest -j"$JOBS" --timeout 240 -E install_and_consume > "$BUILD/ctest.log" 2>&1)
+  say "- tests: $(grep -E '^[0-9]+% tests passed' "$BUILD/ctest.log") at $(elapsed)"
+  grep -E '^\s+[0-9]+ - ' "$BUILD/ctest.log" | sed 's/^\s*/    /' | tee -a "$REPORT"   # failed or skipped
+fi
 
 # ---- 3. training step: C++ Trainer vs Python eager -----------------------------------------------
-steps=50; repeats=3; [ "$QUICK" = 1 ] && steps=2 && repeats=1
+if part step; then
+steps=40; repeats=3; [ "$QUICK" = 1 ] && steps=2 && repeats=1
 say ""
 say "## Training step, ResNet-50, 64 px, batch 32, Adam, data on the $DEVICE (images/s, median of $repeats)"
 say ""
 say "| precision | C++ Trainer<Single>, FusedAdam | Python eager, Adam (default) | Python eager, Adam(fused=True) | ratio to default | ratio to fused |"
 say "|---|---|---|---|---|---|"
+eager() {  # eager OPTIMIZER FLAGS...: images/s of bench/gpu_eager.py
+  local optimizer=$1
+  shift
+  "$PY" "$ROOT/bench/gpu_eager.py" --arch resnet50 --image-size 64 --batch-size 32 --steps "$steps" \
+    --warmup 10 --repeats "$repeats" --device "$DEVICE" --optimizer "$optimizer" "$@" 2>> "$BUILD/bench.log" |
+    tail -n 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["images_per_second"])' 2>> "$BUILD/bench.log"
+}
+ratio() { "$PY" -c "print(f'{float(\"$1\") / float(\"$2\"):.2f}x')" 2> /dev/null || echo "n/a"; }
 best="--amp bf16 --channels-last --cudnn-benchmark"
 for config in "fp32::" "bf16 + channels-last:--amp bf16 --channels-last:--amp bf16 --channels-last" \
               "bf16 + channels-last + cudnn benchmark:$best:$best" \
-              "the same + CUDA graphs (ours only):$best --cuda-graphs:$best"; do
+              "the same + our CUDA graphs (Python as above):$best --cuda-graphs:"; do
   IFS=: read -r label ours_flags python_flags <<< "$config"
   ours=$("$BIN/bench_cpu" step --arch resnet50 --image-size 64 --batch 32 --steps "$steps" --repeats "$repeats" \
          --device "$DEVICE" $ours_flags 2>> "$BUILD/bench.log" | awk '/images_per_second/ {print $2}')
-  eager() {  # eager OPTIMIZER: images/s of bench/gpu_eager.py
-    "$PY" "$ROOT/bench/gpu_eager.py" --arch resnet50 --image-size 64 --batch-size 32 --steps "$steps" \
-      --warmup 10 --repeats "$repeats" --device "$DEVICE" --optimizer "$1" $python_flags 2>> "$BUILD/bench.log" |
-      tail -n 1 | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["images_per_second"])' 2>> "$BUILD/bench.log"
-  }
-  python=$(eager adam)
-  fused=$(eager adam-fused)
-  ratio() { "$PY" -c "print(f'{float(\"$1\") / float(\"$2\"):.2f}x')" 2> /dev/null || echo "n/a"; }
+  if [ -n "$python_flags" ] || [ "$label" = fp32 ]; then   # the graphs row compares with the row above
+    python=$(eager adam $python_flags)
+    fused=$(eager adam-fused $python_flags)
+  fi
   say "| $label | ${ours:-failed} | ${python:-failed} | ${fused:-failed} | $(ratio "$ours" "$python") | $(ratio "$ours" "$fused") |"
 done
 say ""
 say "(at $(elapsed))"
+fi
 
 # ---- 4. asl_resnet: policies x precision -----------------------------------------------------------
-epochs=3; [ "$QUICK" = 1 ] && epochs=1
+if part train; then
+epochs=2
 PACK=$DEPS/data/asl.pxpack
 say ""
-say "## asl_resnet train, ResNet-50, 64 px, batch 32, $epochs epochs on $(basename "$PACK") (best epoch, images/s)"
+say "## asl_resnet train, ResNet-50, 64 px, batch 32, $epochs epochs on $(basename "$PACK") (faster epoch, images/s)"
 say ""
 say "| policy | flags | images/s | val accuracy |"
 say "|---|---|---|---|"
 run_train() {  # run_train POLICY FLAGS...
   local policy=$1
   shift
+  if [ $SECONDS -gt 420 ]; then say "| $policy | $* | skipped: over the time budget | |"; return; fi
   local out="$BUILD/runs/${policy/:/-}$(echo "$*" | tr -d ' -')"
   rm -rf "$out"
   if "$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$epochs" \
-       --workers 4 --policy "$policy" --out "$out" "$@" > "$out.log" 2>&1; then
+       --samples "$SAMPLES" --workers 4 --policy "$policy" --out "$out" "$@" > "$out.log" 2>&1; then
     "$PY" - "$out/metrics.json" "$policy" "$*" <<'PY' | tee -a "$REPORT"
 import json, sys
 m = json.load(open(sys.argv[1]))
@@ -109,8 +124,6 @@ PY
 }
 mkdir -p "$BUILD/runs"
 run_train single
-run_train single --channels-last
-run_train single --amp
 run_train single --amp --channels-last
 run_train single --amp --channels-last --cudnn-benchmark
 run_train single --amp --channels-last --cudnn-benchmark --cuda-graphs
@@ -122,17 +135,22 @@ for policy in dp:1 ddp:nccl; do
 done
 say ""
 say "(at $(elapsed))"
+fi
 
 # ---- 5. end to end: the original pipeline vs asl_resnet, to the same accuracy ----------------------
-e2e_epochs=5; [ "$QUICK" = 1 ] && e2e_epochs=1
+if part e2e; then
+e2e_epochs=5; [ "$QUICK" = 1 ] && e2e_epochs=2
+PACK=$DEPS/data/asl.pxpack
 say ""
 say "## End to end, same images, same model (ResNet-50, 64 px, batch 32, Adam 1e-3, 80/20 split)"
 say ""
 "$PY" "$ROOT/bench/original_pipeline.py" --data "$DEPS/data/asl" --epochs "$e2e_epochs" --workers 4 \
-  --device "$DEVICE" > "$BUILD/original.json" 2>> "$BUILD/bench.log"
+  --samples "$([ "$SAMPLES" = 0 ] && echo 10000 || echo "$SAMPLES")" --device "$DEVICE" \
+  > "$BUILD/original.json" 2>> "$BUILD/bench.log"
 rm -rf "$BUILD/runs/e2e"
 "$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$e2e_epochs" \
-  --workers 4 --amp --channels-last --cudnn-benchmark --out "$BUILD/runs/e2e" > "$BUILD/runs/e2e.log" 2>&1
+  --samples "$SAMPLES" --workers 4 --amp --channels-last --cudnn-benchmark --out "$BUILD/runs/e2e" \
+  > "$BUILD/runs/e2e.log" 2>&1
 "$PY" - "$BUILD/original.json" "$BUILD/runs/e2e/metrics.json" "$DEPS/data/prepare.txt" <<'PY' | tee -a "$REPORT"
 import json, sys
 try:
@@ -157,10 +175,13 @@ print("| original (ImageFolder + DataLoader(4) + nn.DataParallel, fp32) | %s | %
 print("| asl_resnet (pack, --amp --channels-last --cudnn-benchmark) | %s | %.1f |" %
       (" ".join("%.0f%%" % (100 * a) for _, a in ue), first(ue)))
 print()
+if target < 0.5:
+    print("(the weaker run stayed under 50%: too little training for a meaningful comparison)")
 seconds = int(prepare["prepare_ms"]) / 1000
 print("ratio: %.1fx training; %.1fx counting the one-time `asl_resnet prepare` of the JPEGs (%.1f s, "
       "measured on the CPU side: %s cores, %s)" % (first(oe) / first(ue), first(oe) / (first(ue) + seconds),
       seconds, prepare["cores"], prepare["cpu"]))
 PY
+fi
 say ""
 say "total: $(elapsed)"

@@ -25,8 +25,9 @@ namespace detail {
 /// One pass over the bytes of a CHW image, x * 1/(255 std) - mean/std per channel: the loader
 /// runs this for every image, and building mean/std tensors and four elementwise ops each time
 /// cost more than the arithmetic. The one definition of the normalisation for every path.
-inline void normalize_into(const uint8_t* in, float* out, int64_t channels, int64_t plane,
-                           const ImageOptions& options) {
+/// (`__restrict`: bytes may alias anything, and without it the loop is not vectorised.)
+inline void normalize_into(const uint8_t* __restrict in, float* __restrict out, int64_t channels,
+                           int64_t plane, const ImageOptions& options) {
   for (int64_t c = 0; c < channels; ++c) {
     const auto std = options.std()[static_cast<std::size_t>(c)];
     const auto scale = static_cast<float>(1.0 / (255.0 * std));
