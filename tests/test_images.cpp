@@ -83,6 +83,14 @@ TEST_SUITE("images") {
             example.target.item<int64_t>());
     }
     CHECK_THROWS_AS(packed.get_batch({3}, false), px::InputError);  // out of range
+    px::PackedImages grey_stats(pack, px::ImageOptions().image_size(8).mean({0.5}).std({0.5}));
+    CHECK_THROWS_WITH_AS(grey_stats.get_batch({0}, false),
+                         doctest::Contains("3 channels but mean/std have 1/1"), px::InputError);
+    // A 1-pixel image is copied out of OpenCV's buffer, not viewed (its layout is already CHW).
+    const auto tiny = px::load_image(folder.path(0), 1);
+    CHECK(tiny.sizes() == torch::IntArrayRef({3, 1, 1}));
+    const auto mean = px::load_image(folder.path(0), 8).to(torch::kFloat).mean({1, 2});
+    CHECK((tiny.flatten().to(torch::kFloat) - mean).abs().max().item<float>() <= 3);
     auto shared = std::make_shared<px::PackedImages>(pack, px::ImageOptions().image_size(8));
     px::Subset<px::PackedImages> subset(shared, {1, 2});
     CHECK(torch::equal(subset.get_batch({1, 0}, false).input,

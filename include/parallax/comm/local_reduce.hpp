@@ -26,7 +26,9 @@ inline std::vector<torch::Tensor> coalesced_to(const std::vector<torch::Tensor>&
   for (const auto& [dtype, members] : groups) {
     std::vector<torch::Tensor> group;
     for (const auto i : members) group.push_back(tensors[i]);
-    const auto flat = at::flatten_dense_tensors(group).to(device, /*non_blocking=*/true);
+    // non_blocking only towards a GPU: a GPU-to-CPU copy would return before the bytes arrive.
+    const auto flat =
+        at::flatten_dense_tensors(group).to(device, /*non_blocking=*/device.is_cuda());
     const auto parts = at::unflatten_dense_tensors(flat, group);
     for (std::size_t k = 0; k < members.size(); ++k) moved[members[k]] = parts[k];
   }
@@ -55,8 +57,8 @@ inline void accumulate_gradients(const std::vector<torch::Tensor>& master,
     torch::Tensor& target = master[present[k]].mutable_grad();
     if (target.defined()) {
       target.add_(moved[k]);
-    } else {
-      target = moved[k].clone();
+    } else {  // laid out like the parameter (channels-last stays channels-last)
+      target = torch::empty_like(master[present[k]], torch::MemoryFormat::Preserve).copy_(moved[k]);
     }
   }
 }

@@ -73,7 +73,7 @@ inline torch::Tensor decode_image(const uint8_t* data, std::size_t bytes, int64_
   cv::cvtColor(resized, rgb, cv::COLOR_BGR2RGB);
   return torch::from_blob(rgb.data, {size, size, 3}, torch::kUInt8)
       .permute({2, 0, 1})
-      .contiguous();  // CHW, copied out of the Mat
+      .clone(at::MemoryFormat::Contiguous);  // CHW, always copied out of the Mat
 }
 
 /// Reads and decodes the file `path` (see decode_image). Throws InputError naming the file when

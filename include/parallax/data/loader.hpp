@@ -84,7 +84,7 @@ class EpochStream {
       Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(delivered_)], pin_);
       max_outstanding_ = 1;
       ++delivered_;
-      return BatchCopier(options_.device(), false).copy(std::move(batch), pin_).batch;
+      return on_device(std::move(batch));
     } else {
       std::unique_lock lock(mutex_);
       ready_signal_.wait(lock, [&] { return ready_.contains(delivered_); });
@@ -93,7 +93,7 @@ class EpochStream {
       lock.unlock();
       space_.notify_all();
       if (node.mapped().error) std::rethrow_exception(node.mapped().error);
-      return std::move(node.mapped().batch).ready_on_current_stream();
+      return on_device(std::move(node.mapped().batch).ready_on_current_stream());
     }
   }
 
@@ -104,12 +104,18 @@ class EpochStream {
   }
 
  private:
+  /// `batch` on the target device, copied here (on the caller's stream) unless a worker did.
+  Batch on_device(Batch batch) const {
+    return BatchCopier(options_.device(), false).copy(std::move(batch), pin_).batch;
+  }
+
   struct Slot {
     DeviceBatch batch;
     std::exception_ptr error;
   };
 
   void work() {
+    // Workers copy to the device only on side streams; otherwise next() copies on the caller's.
     const BatchCopier copier(options_.device(), side_stream_);
     for (;;) {
       int64_t claimed = 0;
@@ -124,8 +130,11 @@ class EpochStream {
       }
       Slot slot;
       try {
-        slot.batch =
-            copier.copy(collate(dataset_, batches_[static_cast<std::size_t>(claimed)], pin_), pin_);
+        Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(claimed)], pin_);
+        if (side_stream_)
+          slot.batch = copier.copy(std::move(batch), pin_);
+        else
+          slot.batch.batch = std::move(batch);
       } catch (...) {
         slot.error = std::current_exception();
       }

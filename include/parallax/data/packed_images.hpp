@@ -188,6 +188,10 @@ class PackedImages : public torch::data::datasets::Dataset<PackedImages> {
   /// The normalised images `indices` as one float [n, C, H, W] batch, and their labels: what
   /// stacking get(i) gives, written in one pass (BatchReadable; the Loader uses it).
   Batch get_batch(const std::vector<int64_t>& indices, bool pin) const {
+    detail::require(static_cast<int64_t>(options_.mean().size()) == channels_ &&
+                        static_cast<int64_t>(options_.std().size()) == channels_,
+                    "packed images have ", channels_, " channels but mean/std have ",
+                    options_.mean().size(), "/", options_.std().size());
     const auto n = static_cast<int64_t>(indices.size());
     const auto options = torch::TensorOptions().pinned_memory(pin);
     Batch batch{torch::empty({n, channels_, height_, width_}, options.dtype(torch::kFloat)),

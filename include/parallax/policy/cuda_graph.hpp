@@ -42,7 +42,11 @@ class CudaGraphSingle {
   /// `device`: a CUDA device (default: cuda:0); `warmup_steps` eager steps before the capture.
   explicit CudaGraphSingle(std::optional<torch::Device> device = std::nullopt,
                            int64_t warmup_steps = 3)
-      : device_(device), warmup_steps_(warmup_steps) {}
+      : device_(device), warmup_steps_(warmup_steps) {
+    // cuDNN and cuBLAS set themselves up on first use, which a capture must not contain.
+    detail::require(warmup_steps >= 1, "CudaGraphSingle needs at least one warm-up step, got ",
+                    warmup_steps);
+  }
 
   void bind(const Model& model, const BindContext& context) {
     detail::require(context.devices.size() <= 1, "CudaGraphSingle trains on one device, but ",
@@ -51,7 +55,7 @@ class CudaGraphSingle {
     if (!device_) device_ = torch::Device(torch::kCUDA, 0);
     detail::require(device_->is_cuda() && PARALLAX_HAS_CUDA, "CUDA graphs need a CUDA device, got ",
                     device_->str());
-    check_device_usable(*device_, "CudaGraphSingle");
+    device_ = usable_device(*device_, "CudaGraphSingle");
     model_ = model;
     model_.module->to(*device_);
     parameters_ = model_.module->parameters();
@@ -62,7 +66,9 @@ class CudaGraphSingle {
 
   StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
 #if PARALLAX_HAS_CUDA
-    if (graph_ && fits(batch, grad_scale)) return replay(batch);
+    // The graph writes gradients, it does not add to them: with gradients already there (a
+    // policy accumulating several batches) the step runs eagerly.
+    if (graph_ && fits(batch, grad_scale) && no_gradients()) return replay(batch);
     if (!graph_ && eager_steps_ >= warmup_steps_ && no_gradients())
       return capture(batch, loss, grad_scale);
     ++eager_steps_;
@@ -72,7 +78,17 @@ class CudaGraphSingle {
     return detail::forward_backward(model_, batch, loss, grad_scale);
 #endif
   }
-  void on_parameters_changed() {}
+  /// Parameters updated in place keep the graph; replaced ones (a loaded checkpoint) drop it.
+  void on_parameters_changed() {
+#if PARALLAX_HAS_CUDA
+    if (!graph_) return;
+    for (std::size_t i = 0; i < parameters_.size(); ++i)
+      if (parameters_[i].data_ptr() != addresses_[i]) {
+        graph_.reset();
+        return;
+      }
+#endif
+  }
   torch::Tensor forward(const torch::Tensor& input) {
     torch::NoGradGuard no_grad;
     return model_(input.to(input_device()));
@@ -130,8 +146,10 @@ class CudaGraphSingle {
     after.block(current);
     return stats;
   }
+  /// High priority: another pool than the loader's copy streams, which must never be the
+  /// stream being captured.
   c10::cuda::CUDAStream side_stream() {
-    if (!side_) side_.emplace(c10::cuda::getStreamFromPool(false, device_->index()));
+    if (!side_) side_.emplace(c10::cuda::getStreamFromPool(true, device_->index()));
     return *side_;
   }
 
@@ -140,14 +158,31 @@ class CudaGraphSingle {
     target_ = batch.target.clone();
     grad_scale_ = grad_scale;
     graph_ = std::make_unique<at::cuda::CUDAGraph>();
-    on_side_stream([&] {
-      graph_->capture_begin();
-      captured_ = detail::forward_backward(model_, Batch{input_, target_}, loss, grad_scale);
-      graph_->capture_end();
-      return captured_;
-    });
+    try {
+      on_side_stream([&] {
+        // Thread-local: the loader's workers keep allocating pinned memory (which queries CUDA
+        // events) while this thread captures; in global mode that would invalidate the capture.
+        graph_->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+        try {
+          captured_ = detail::forward_backward(model_, Batch{input_, target_}, loss, grad_scale);
+        } catch (...) {
+          graph_->capture_end();  // leave capture mode before the error travels on
+          throw;
+        }
+        graph_->capture_end();
+        return captured_;
+      });
+    } catch (...) {
+      graph_.reset();
+      for (const auto& p : parameters_) p.mutable_grad().reset();
+      throw;
+    }
     grads_.clear();
-    for (const auto& p : parameters_) grads_.push_back(p.grad());
+    addresses_.clear();
+    for (const auto& p : parameters_) {
+      grads_.push_back(p.grad());
+      addresses_.push_back(p.data_ptr());
+    }
     return replay(batch);  // capturing ran nothing: this batch runs now
   }
 
@@ -156,14 +191,8 @@ class CudaGraphSingle {
     if (!batch.target.is_same(target_)) target_.copy_(batch.target, /*non_blocking=*/true);
     graph_->replay();
     ++replays_;
-    for (std::size_t i = 0; i < parameters_.size(); ++i) {
-      if (!grads_[i].defined()) continue;
-      auto& grad = parameters_[i].mutable_grad();
-      if (grad.defined() && !grad.is_same(grads_[i]))
-        grad.add_(grads_[i]);  // accumulating on top of an earlier backward
-      else
-        grad = grads_[i];
-    }
+    for (std::size_t i = 0; i < parameters_.size(); ++i)
+      if (grads_[i].defined()) parameters_[i].mutable_grad() = grads_[i];
     StepStats stats;  // the graph's outputs are overwritten by the next replay: copy them
     stats.samples = captured_.samples;
     stats.loss_sum = captured_.loss_sum.clone();
@@ -175,6 +204,7 @@ class CudaGraphSingle {
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
   torch::Tensor input_, target_;
   std::vector<torch::Tensor> grads_;
+  std::vector<void*> addresses_;  // parameters' storage when captured
   StepStats captured_;
   double grad_scale_ = 1.0;
 #endif

@@ -37,6 +37,7 @@
 #include "parallax/policy/replica_threads.hpp"
 
 #if PARALLAX_HAS_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -73,7 +74,7 @@ class DataParallel {
   void bind(const Model& model, const BindContext& context) {
     State& s = *state_;
     s.devices = choose_devices(context.devices.empty() ? options_.devices() : context.devices);
-    for (const auto& device : s.devices) check_device_usable(device, name());
+    for (auto& device : s.devices) device = usable_device(device, name());
     model.module->to(s.devices.front());
     s.replicas = {model};
     for (std::size_t i = 1; i < s.devices.size(); ++i) s.replicas.push_back(make_replica(model, i));
@@ -251,6 +252,15 @@ class DataParallel {
     State& s = *state_;
     std::vector<int64_t> offsets(sizes.size(), 0);
     for (std::size_t i = 1; i < sizes.size(); ++i) offsets[i] = offsets[i - 1] + sizes[i - 1];
+#if PARALLAX_HAS_CUDA
+    // A batch already on a GPU was made (or copied) on the caller's stream: replica streams wait
+    // for it, and its memory is kept until they are done with it (see device_copy.hpp).
+    std::optional<at::cuda::CUDAEvent> batch_ready;
+    if (batch.input.is_cuda()) {
+      batch_ready.emplace();
+      batch_ready->record(c10::cuda::getCurrentCUDAStream(batch.input.device().index()));
+    }
+#endif
     s.threads->run(sizes.size(), [&](std::size_t i) {
       const torch::Device device = s.devices[i];
 #if PARALLAX_HAS_CUDA
@@ -259,11 +269,15 @@ class DataParallel {
       if (s.streams[i]) {
         device_guard.emplace(device.index());
         stream_guard.emplace(*s.streams[i]);
+        if (batch_ready) batch_ready->block(*s.streams[i]);
       }
 #endif
       auto take = [&](const torch::Tensor& t) {
         if (!t.defined()) return t;
         const auto slice = sizes.size() == 1 ? t : t.narrow(0, offsets[i], sizes[i]);
+#if PARALLAX_HAS_CUDA
+        if (s.streams[i] && slice.device() == device) slice.record_stream(*s.streams[i]);
+#endif
         return slice.to(device, /*non_blocking=*/true);
       };
       body(i, Batch{take(batch.input), take(batch.target)});

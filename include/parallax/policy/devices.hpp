@@ -6,7 +6,12 @@
 
 #include <torch/torch.h>
 
+#include "parallax/config.hpp"
 #include "parallax/error.hpp"
+
+#if PARALLAX_HAS_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 namespace parallax {
 
@@ -15,12 +20,18 @@ inline torch::Device default_device() {
   return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
 }
 
-/// Throws when `device` cannot be used in this process (a CUDA index beyond the visible ones).
-inline void check_device_usable(const torch::Device& device, const std::string& who) {
-  if (!device.is_cuda()) return;
+/// `device` made concrete and checked: "cuda" without an index means the current CUDA device,
+/// as in PyTorch; throws when it cannot be used here (an index beyond the visible ones).
+inline torch::Device usable_device(torch::Device device, const std::string& who) {
+  if (!device.is_cuda()) return device;
   const auto visible = static_cast<int64_t>(torch::cuda::device_count());
+#if PARALLAX_HAS_CUDA
+  if (!device.has_index() && visible > 0)
+    device = torch::Device(torch::kCUDA, c10::cuda::current_device());
+#endif
   detail::require(device.has_index() && device.index() < visible, who, ": device ", device.str(),
                   " is not available (", visible, " CUDA device(s) visible)");
+  return device;
 }
 
 /// `count` devices for replicas: cuda:0..count-1 when CUDA is visible, else `count` CPU devices.

@@ -63,7 +63,7 @@ class Distributed {
                : torch::cuda::is_available()
                    ? torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(s.info.local_rank))
                    : torch::Device(torch::kCPU);
-    check_device_usable(s.device, name());
+    s.device = usable_device(s.device, name());
     s.model = model;
     s.model->to(s.device);
     connect();

@@ -21,7 +21,7 @@ class Single {
                     context.devices.size(), " were given (", device_list(context.devices), ")");
     if (!context.devices.empty()) device_ = context.devices.front();
     if (!device_) device_ = default_device();
-    check_device_usable(*device_, "Single");
+    device_ = usable_device(*device_, "Single");
     model_ = model;
     model_.module->to(*device_);
   }
