@@ -149,16 +149,18 @@ inline int study(const StudyArgs& s, const char* argv0) {
 #if ASL_IMAGE_FILES
   std::optional<parallax::ImageFolder> folder;
 #endif
-  int64_t images = 0;
+  int64_t images = 0, classes = 0;
   if (fs::is_regular_file(data)) {
     const parallax::PackedImages packed(data, options);
     require(packed.image_size() == s.image_size, "pack '", data.string(), "' holds ",
             packed.image_size(), " px images but --image-size is ", s.image_size);
     images = static_cast<int64_t>(*packed.size());
+    classes = static_cast<int64_t>(packed.classes().size());
   } else {
 #if ASL_IMAGE_FILES
     folder.emplace(train_folder(data), options);
     images = static_cast<int64_t>(*folder->size());
+    classes = static_cast<int64_t>(folder->classes().size());
 #else
     throw no_image_files(data);
 #endif
@@ -274,14 +276,12 @@ inline int study(const StudyArgs& s, const char* argv0) {
   }
   // Projections start from the one-device Single run at the per-device batch, if there is one.
   std::vector<ProjectionRow> projected;
-  for (const auto& run : runs)
-    if (run.policy == "single" && run.global_batch == s.batch_size && projected.empty()) {
-      std::ifstream names(fs::path(s.out) / "runs" / run.name() / "classes.txt");
-      int64_t classes = 0;
-      for (std::string line; std::getline(names, line);) ++classes;
-      projected = project_weak_scaling(run.arch, run.global_batch, run.images_per_second(), classes,
-                                       s.image_size, devices, links);
-    }
+  const auto base = std::find_if(runs.begin(), runs.end(), [&](const StudyRun& run) {
+    return run.policy == "single" && run.global_batch == s.batch_size;
+  });
+  if (base != runs.end())
+    projected = project_weak_scaling(base->arch, base->global_batch, base->images_per_second(),
+                                     classes, s.image_size, devices, links);
   StudyInfo info{kind, devices, s.image_size, s.batch_size, data.string()};
   write_study_report(info, runs, projected, s.out);
   return 0;
