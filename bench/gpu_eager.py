@@ -8,30 +8,15 @@ step. --warmup steps run once, then --repeats timed runs of --steps steps each; 
 images/s is reported. Progress goes to stderr; the last stdout line is one JSON object.
 Bad input exits 2 with a one-line message on stderr.
 """
-import argparse
 import json
 import resource
 import statistics
-import sys
 import time
 
 import torch
 import torchvision
 
-
-def fail(message):  # bad input: one line on stderr, exit 2
-    print(f"gpu_eager.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print the usage too
-        fail(message)
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
+from bench_cli import Parser, fail, log
 
 p = Parser(description=__doc__.split("\n\n")[0])
 p.add_argument("--arch", choices=("resnet18", "resnet50"), default="resnet50",

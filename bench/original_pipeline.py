@@ -9,10 +9,8 @@ epoch. --data is a folder of class sub-folders or a Kaggle root holding
 asl_alphabet_train/asl_alphabet_train/<class>/. Progress goes to stderr; the last stdout
 line is one JSON object. Bad input exits 2 with a one-line message on stderr.
 """
-import argparse
 import json
 import os
-import sys
 import time
 
 import torch
@@ -20,20 +18,7 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
-
-def fail(message):  # bad input: one line on stderr, exit 2
-    print(f"original_pipeline.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print the usage too
-        fail(message)
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
+from bench_cli import Parser, fail, log
 
 p = Parser(description=__doc__.split("\n\n")[0])
 p.add_argument("--data", required=True,
