@@ -11,19 +11,7 @@ trap 'rm -rf "$DIR"' EXIT
 TRAIN="$DIR/data/asl_alphabet_train/asl_alphabet_train"
 "$BIN" prepare --data "$DIR/data" --out "$DIR/pack.pxpack" --image-size 32 > /dev/null 2>&1
 
-refuse() {  # refuse "EXPECTED TEXT" ARGS... : exit 2, the text on stderr's last line, no $DIR/out
-  local expected=$1
-  shift
-  set +e
-  "$BIN" "$@" > /dev/null 2> "$DIR/err"
-  local code=$?
-  set -e
-  if [ $code != 2 ] || ! tail -n 1 "$DIR/err" | grep -qF -- "$expected" || [ -e "$DIR/out" ]; then
-    echo "FAILED: asl_resnet $* -> exit $code, stderr:"; cat "$DIR/err"
-    [ -e "$DIR/out" ] && echo "(and $DIR/out was left behind)"
-    exit 1
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/refuse.sh"
 small=(--epochs 1 --image-size 32 --batch-size 16 --workers 1 --out "$DIR/out")
 refuse "image folder '$DIR/missing' does not exist" train --data "$DIR/missing" "${small[@]}"
 mkdir -p "$DIR/flat" && cp "$TRAIN/A/A1.jpg" "$DIR/flat/"

@@ -17,24 +17,13 @@ test -f "$DIR/model/model.pt"
   --archs "" --image-size 32 --samples 40 > /dev/null 2>&1
 test -f "$DIR/study/study.csv"
 
-refuse() {  # refuse "EXPECTED TEXT" ARGS...
-  local expected=$1
-  shift
-  set +e
-  "$BIN" "$@" > /dev/null 2> "$DIR/err"
-  local code=$?
-  set -e
-  if [ $code != 2 ] || ! tail -n 1 "$DIR/err" | grep -qF -- "$expected"; then
-    echo "FAILED: asl_resnet_packed_only $* -> exit $code, stderr:"; cat "$DIR/err"; exit 1
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/refuse.sh"
 refuse "asl_resnet was built without OpenCV: --data '$DIR/data' must be a .pxpack file" \
-  train --data "$DIR/data" --out "$DIR/folder-model"
-refuse "--data '$DIR/nothing.pxpack' does not exist" train --data "$DIR/nothing.pxpack" --out "$DIR/x"
-refuse "give --data FILE.pxpack" train --out "$DIR/x"
-refuse "asl_resnet was built without OpenCV" study --data "$DIR/data" --out "$DIR/s2"
+  train --data "$DIR/data" --out "$DIR/out"
+refuse "--data '$DIR/nothing.pxpack' does not exist" train --data "$DIR/nothing.pxpack" --out "$DIR/out"
+refuse "give --data FILE.pxpack" train --out "$DIR/out"
+refuse "asl_resnet was built without OpenCV" study --data "$DIR/data" --out "$DIR/out"
 for command in synth prepare eval predict serve; do
-  refuse "built without OpenCV: '$command' needs it" "$command" --out "$DIR/y"
+  refuse "built without OpenCV: '$command' needs it" "$command" --out "$DIR/out"
 done
-test ! -e "$DIR/folder-model" && test ! -e "$DIR/x" && test ! -e "$DIR/s2"
 echo "asl_resnet packed only: ok"
