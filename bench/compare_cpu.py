@@ -51,7 +51,9 @@ step = ["--arch", "resnet18", "--image-size", "64", "--batch", "32", "--steps", 
 compare("ResNet-18 training step, 64 px, batch 32, Adam, data in memory", "images/s",
         [("Python eager (torchvision resnet18)", reference + ["step"] + step),
          ("parallax Trainer<Single> (C++)", [args.bench_cpu, "step"] + step)])
-load = ["--image-size", "64", "--batch", "32", "--workers", "2"]
+# Median epoch of 5 within each run (workers started once on both sides): steady state, not
+# start-up; a packed epoch takes only tens of milliseconds.
+load = ["--image-size", "64", "--batch", "32", "--workers", "2", "--epochs", "5"]
 compare("Loading a JPEG folder into normalised 64 px batches of 32, 2 workers", "batches/s",
         [("torchvision ImageFolder + DataLoader", reference + ["loader", "--data", args.folder] + load),
          ("parallax Loader over ImageFolder", [args.bench_cpu, "loader", "--data", args.folder] + load)])

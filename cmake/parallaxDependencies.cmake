@@ -102,6 +102,13 @@ function(parallax_configure_target target with_opencv)
   if(with_opencv)
     target_link_libraries(${target} INTERFACE opencv_core opencv_imgproc opencv_imgcodecs)
     target_compile_definitions(${target} INTERFACE PARALLAX_HAS_OPENCV=1)
+    # libjpeg itself (OpenCV's imgcodecs links it anyway) decodes JPEG straight to RGB; without
+    # its header every image goes through OpenCV (Note [Decoding JPEG directly]).
+    find_package(JPEG QUIET)
+    if(JPEG_FOUND)
+      target_link_libraries(${target} INTERFACE JPEG::JPEG)
+      target_compile_definitions(${target} INTERFACE PARALLAX_HAS_LIBJPEG=1)
+    endif()
   else()
     target_compile_definitions(${target} INTERFACE PARALLAX_HAS_OPENCV=0)
   endif()

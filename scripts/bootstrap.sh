@@ -16,8 +16,8 @@ VENV=${PARALLAX_VENV:-$HOME/.cache/parallax/venv}
 BUILD_DIR=${PARALLAX_BUILD_DIR:-$ROOT/build}
 JOBS=${PARALLAX_JOBS:-$(nproc)}
 PACKAGES=(build-essential cmake ninja-build ccache git python3 python3-venv
-  librange-v3-dev doctest-dev libopencv-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
-  libgloo-dev openmpi-bin gnuplot-nox)
+  librange-v3-dev doctest-dev libopencv-dev libjpeg-dev libcli11-dev nlohmann-json3-dev
+  libcpp-httplib-dev libgloo-dev openmpi-bin gnuplot-nox)
 
 # For the browser test of `asl_resnet serve` only: installed when possible; where they cannot be,
 # that test reports itself skipped.

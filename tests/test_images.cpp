@@ -1,9 +1,11 @@
 // ImageFolder (OpenCV) and PackedImages: classes, labels, preprocessing, bad files, packing.
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <parallax/data/image_folder.hpp>
 
 #include "support.hpp"
@@ -30,9 +32,101 @@ fs::path make_folder(const std::string& name) {
   return root;
 }
 
+/// A smooth colour ramp with noise on it: something for JPEG and area averaging to work on.
+cv::Mat textured(int rows, int cols, int type, unsigned seed) {
+  cv::Mat image(rows, cols, type);
+  cv::theRNG().state = seed;
+  cv::randu(image, 0, 64);
+  for (int y = 0; y < rows; ++y)
+    for (int x = 0; x < cols * image.channels(); ++x)
+      image.ptr<uint8_t>(y)[x] +=
+          static_cast<uint8_t>((x * 150 / (cols * image.channels())) + (y * 40 / rows));
+  return image;
+}
+
+/// decode_image as OpenCV alone does it: scaled decode to BGR, INTER_AREA, swap to RGB, CHW.
+torch::Tensor opencv_decode(const std::vector<uint8_t>& jpeg, int read_mode, int64_t size) {
+  cv::Mat bgr = cv::imdecode(jpeg, read_mode), resized, rgb;
+  cv::resize(bgr, resized, cv::Size(static_cast<int>(size), static_cast<int>(size)), 0, 0,
+             cv::INTER_AREA);
+  cv::cvtColor(resized, rgb, cv::COLOR_BGR2RGB);
+  return torch::from_blob(rgb.data, {size, size, 3}, torch::kUInt8).permute({2, 0, 1}).clone();
+}
+
 }  // namespace
 
 TEST_SUITE("images") {
+  TEST_CASE("area_resize: each output is the mean of the area it covers, like INTER_AREA") {
+    // By hand: 3 pixels -> 2, each output covers 1.5 inputs.
+    const uint8_t row[] = {0, 90, 180};
+    uint8_t out[2] = {};
+    px::detail::area_resize(row, 1, 3, 1, 1, 2, out);
+    CHECK(out[0] == 30);   // (0 + 90 / 2) / 1.5
+    CHECK(out[1] == 150);  // (90 / 2 + 180) / 1.5
+    CHECK_THROWS_WITH_AS(px::detail::area_resize(row, 1, 3, 1, 1, 4, out),
+                         doctest::Contains("shrinks only: 3 -> 4"), px::InputError);
+    // Against OpenCV on noise (the hardest case), integer and fractional factors, 1 and 3
+    // channels; ours is planar, OpenCV's interleaved.
+    for (const auto [rows, cols, out_rows, out_cols] : {std::array{100, 100, 64, 64},
+                                                        {128, 128, 64, 64},
+                                                        {150, 200, 64, 64},
+                                                        {75, 75, 64, 64},
+                                                        {64, 64, 64, 64},
+                                                        {37, 91, 5, 13},
+                                                        {1000, 3, 7, 1}})
+      for (const int channels : {1, 3}) {
+        CAPTURE(rows);
+        CAPTURE(cols);
+        CAPTURE(out_rows);
+        CAPTURE(out_cols);
+        CAPTURE(channels);
+        cv::Mat image(rows, cols, CV_8UC(channels)), expected;
+        cv::randu(image, 0, 256);
+        cv::resize(image, expected, cv::Size(out_cols, out_rows), 0, 0, cv::INTER_AREA);
+        auto ours = torch::empty({channels, out_rows, out_cols}, torch::kUInt8);
+        px::detail::area_resize(image.data, rows, cols, channels, out_rows, out_cols,
+                                ours.data_ptr<uint8_t>());
+        const auto theirs =
+            torch::from_blob(expected.data, {out_rows, out_cols, channels}, torch::kUInt8)
+                .permute({2, 0, 1});
+        CHECK(max_difference(ours.to(torch::kFloat), theirs.to(torch::kFloat)) <=
+              1);  // float summation order only
+      }
+  }
+
+  TEST_CASE("decode_image: JPEGs decoded by libjpeg give OpenCV's pixels, every reduction") {
+    CHECK(px::has_libjpeg);  // bootstrap installs libjpeg-dev: this build must take that path
+    struct Case {
+      int rows, cols, type, read_mode;
+      int64_t size;
+      bool progressive;
+    };
+    const Case cases[] = {
+        {200, 200, CV_8UC3, cv::IMREAD_REDUCED_COLOR_2, 64, false},  // the ASL images
+        {150, 300, CV_8UC3, cv::IMREAD_REDUCED_COLOR_2, 64, true},   // not square, progressive
+        {530, 520, CV_8UC3, cv::IMREAD_REDUCED_COLOR_8, 64, false},
+        {300, 280, CV_8UC3, cv::IMREAD_REDUCED_COLOR_4, 64, false},
+        {64, 64, CV_8UC3, cv::IMREAD_COLOR, 64, false},              // already the size
+        {90, 70, CV_8UC3, cv::IMREAD_COLOR, 64, false},              // no reduction fits
+        {30, 40, CV_8UC3, cv::IMREAD_COLOR, 64, false},              // enlarged: OpenCV's resize
+        {200, 200, CV_8UC1, cv::IMREAD_REDUCED_COLOR_2, 64, false},  // greyscale JPEG
+    };
+    unsigned seed = 1;
+    for (const auto& c : cases) {
+      CAPTURE(c.rows);
+      CAPTURE(c.cols);
+      CAPTURE(c.type);
+      CAPTURE(c.progressive);
+      std::vector<uint8_t> jpeg;
+      REQUIRE(cv::imencode(".jpg", textured(c.rows, c.cols, c.type, seed++), jpeg,
+                           {cv::IMWRITE_JPEG_PROGRESSIVE, c.progressive ? 1 : 0}));
+      const auto ours = px::decode_image(jpeg.data(), jpeg.size(), c.size, "case");
+      REQUIRE(ours.sizes() == torch::IntArrayRef{3, c.size, c.size});
+      CHECK(max_difference(ours.to(torch::kFloat),
+                           opencv_decode(jpeg, c.read_mode, c.size).to(torch::kFloat)) <= 1);
+    }
+  }
+
   TEST_CASE("image folder: sorted classes, labels, RGB, resize, ImageNet normalisation") {
     const auto root = make_folder("folder");
     px::ImageFolder folder(root, px::ImageOptions().image_size(8));

@@ -14,6 +14,9 @@
 #ifndef PARALLAX_HAS_OPENCV
 #define PARALLAX_HAS_OPENCV 0
 #endif
+#ifndef PARALLAX_HAS_LIBJPEG
+#define PARALLAX_HAS_LIBJPEG 0
+#endif
 
 namespace parallax {
 
@@ -23,6 +26,8 @@ inline constexpr bool torch_has_cuda = PARALLAX_HAS_CUDA != 0;
 inline constexpr bool torch_has_nccl = PARALLAX_HAS_NCCL != 0;
 /// parallax was configured with OpenCV (image-folder datasets).
 inline constexpr bool has_opencv = PARALLAX_HAS_OPENCV != 0;
+/// JPEG images are decoded by libjpeg directly (with OpenCV; see data/jpeg_decode.hpp).
+inline constexpr bool has_libjpeg = PARALLAX_HAS_LIBJPEG != 0;
 
 inline constexpr int version_major = 0;
 inline constexpr int version_minor = 1;
