@@ -158,6 +158,53 @@ TEST_SUITE("loader") {
     }
   }
 
+  TEST_CASE("batch memory: a tensor is handed out again only when nothing else refers to it") {
+    px::BatchMemory memory(/*pinned=*/false, /*keep=*/3);
+    auto first = memory.empty({4, 3}, torch::kFloat);
+    const void* first_address = first.data_ptr();
+    auto second = memory.empty({4, 3}, torch::kFloat);  // first is still held: fresh memory
+    CHECK(second.data_ptr() != first_address);
+    auto view = first.narrow(0, 0, 2);
+    first.reset();
+    CHECK(memory.empty({4, 3}, torch::kFloat).data_ptr() != first_address);  // a view holds it
+    view.reset();
+    CHECK(memory.empty({4, 3}, torch::kLong).data_ptr() != first_address);  // another dtype
+    CHECK(memory.empty({4, 3}, torch::kFloat).data_ptr() == first_address);
+    CHECK(memory.reused() == 1);
+    // A batch an autograd graph saved is held by the graph.
+    auto input = memory.empty({4, 3}, torch::kFloat).fill_(1);
+    auto weight = torch::ones({3}, torch::requires_grad());
+    auto loss = (input * weight).sum();
+    const void* saved = input.data_ptr();
+    input.reset();
+    auto during = memory.empty({4, 3}, torch::kFloat);
+    CHECK(during.data_ptr() != saved);
+    loss.backward();
+    loss.reset();
+    during.reset();
+    CHECK(memory.empty({4, 3}, torch::kFloat).data_ptr() == saved);
+  }
+
+  TEST_CASE("the loader recycles the memory of batches the consumer let go, never of held ones") {
+    RecordingDataset data(40);
+    for (int64_t workers : {0, 2}) {
+      px::Loader loader(data, px::LoaderOptions().batch_size(4).workers(workers).shuffle(false));
+      std::set<const void*> addresses;
+      for (int64_t epoch = 0; epoch < 3; ++epoch)
+        for (px::Batch& batch : loader.epoch(epoch)) addresses.insert(batch.input.data_ptr());
+      CHECK(loader.memory().reused() > 0);
+      // 30 batches; the memory of at most prefetch + workers + 2 of them exists at once.
+      CHECK(addresses.size() <= static_cast<std::size_t>(4 + workers + 2));
+      // Batches kept by the consumer stay as they were: none is written over.
+      std::vector<px::Batch> kept;
+      for (px::Batch& batch : loader.epoch(0)) kept.push_back(batch);
+      REQUIRE(kept.size() == 10u);
+      for (std::size_t b = 0; b < kept.size(); ++b)
+        for (int64_t i = 0; i < 4; ++i)
+          CHECK(kept[b].target[i].item<int64_t>() == static_cast<int64_t>(b) * 4 + i);
+    }
+  }
+
   TEST_CASE("bad loader input: empty dataset, zero batch, examples of different shapes") {
     RecordingDataset empty(0);
     CHECK_THROWS_WITH_AS(px::Loader(empty, px::LoaderOptions()),

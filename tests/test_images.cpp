@@ -169,16 +169,17 @@ TEST_SUITE("images") {
     static_assert(px::BatchReadable<px::Subset<px::PackedImages>>);
     static_assert(!px::BatchReadable<px::ImageFolder>);
     const std::vector<int64_t> order{2, 0, 2, 1};
-    const auto batch = packed.get_batch(order, /*pin=*/false);
+    px::BatchMemory memory;
+    const auto batch = packed.get_batch(order, memory);
     for (std::size_t k = 0; k < order.size(); ++k) {
       const auto example = packed.get(static_cast<std::size_t>(order[k]));
       CHECK(torch::equal(batch.input[static_cast<int64_t>(k)], example.data));
       CHECK(batch.target[static_cast<int64_t>(k)].item<int64_t>() ==
             example.target.item<int64_t>());
     }
-    CHECK_THROWS_AS(packed.get_batch({3}, false), px::InputError);  // out of range
+    CHECK_THROWS_AS(packed.get_batch({3}, memory), px::InputError);  // out of range
     px::PackedImages grey_stats(pack, px::ImageOptions().image_size(8).mean({0.5}).std({0.5}));
-    CHECK_THROWS_WITH_AS(grey_stats.get_batch({0}, false),
+    CHECK_THROWS_WITH_AS(grey_stats.get_batch({0}, memory),
                          doctest::Contains("3 channels but mean/std have 1/1"), px::InputError);
     // A 1-pixel image is copied out of OpenCV's buffer, not viewed (its layout is already CHW).
     const auto tiny = px::load_image(folder.path(0), 1);
@@ -187,7 +188,7 @@ TEST_SUITE("images") {
     CHECK((tiny.flatten().to(torch::kFloat) - mean).abs().max().item<float>() <= 3);
     auto shared = std::make_shared<px::PackedImages>(pack, px::ImageOptions().image_size(8));
     px::Subset<px::PackedImages> subset(shared, {1, 2});
-    CHECK(torch::equal(subset.get_batch({1, 0}, false).input,
+    CHECK(torch::equal(subset.get_batch({1, 0}, memory).input,
                        torch::stack({packed.get(2).data, packed.get(1).data})));
     // Trains through the Loader like any dataset (collate takes the batch path).
     px::Loader loader(packed, px::LoaderOptions().batch_size(2).workers(2).shuffle(false));

@@ -1,24 +1,26 @@
 // Collation: a list of examples -> one Batch, with a clear error naming the offending index.
 #pragma once
 
+#include <algorithm>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "parallax/data/batch.hpp"
+#include "parallax/data/batch_memory.hpp"
 #include "parallax/data/dataset.hpp"
 #include "parallax/data/index_pipeline.hpp"
 #include "parallax/error.hpp"
 
 namespace parallax {
 
-/// Reads `indices` from `dataset` and stacks inputs and targets along a new dimension 0.
-/// `pin` puts the batch in page-locked memory so that a later non_blocking copy to a CUDA
-/// device can overlap with compute.
+/// Reads `indices` from `dataset` and stacks inputs and targets along a new dimension 0, into
+/// tensors from `memory` (page-locked when a later non_blocking copy to a CUDA device is to
+/// overlap with compute; else recycled, Note [Recycling batch memory]).
 template <RandomAccessDataset D>
-Batch collate(D& dataset, const Indices& indices, bool pin) {
+Batch collate(D& dataset, const Indices& indices, BatchMemory& memory) {
   if constexpr (BatchReadable<D>) {
-    auto batch = dataset.get_batch(indices, pin);
+    auto batch = dataset.get_batch(indices, memory);
     return Batch{std::move(batch.input), std::move(batch.target)};
   }
   std::vector<torch::Tensor> inputs;
@@ -30,13 +32,16 @@ Batch collate(D& dataset, const Indices& indices, bool pin) {
     inputs.emplace_back(std::move(example.data));
     targets.emplace_back(std::move(example.target));
   }
-  // Pinned batches are stacked straight into page-locked memory (no second copy).
-  auto stack = [pin](const std::vector<torch::Tensor>& parts) {
-    if (!pin || !parts.front().is_cpu()) return torch::stack(parts);  // pinning is for host data
+  // Host examples are stacked straight into the batch's memory (pinned: no second copy).
+  auto stack = [&memory](const std::vector<torch::Tensor>& parts) {
+    // Device tensors, or examples in an autograd graph (out= variants refuse those).
+    if (!parts.front().is_cpu() ||
+        std::ranges::any_of(parts, [](const torch::Tensor& t) { return t.requires_grad(); }))
+      return torch::stack(parts);
     std::vector<int64_t> shape{static_cast<int64_t>(parts.size())};
     const auto sizes = parts.front().sizes();
     shape.insert(shape.end(), sizes.begin(), sizes.end());
-    auto out = torch::empty(shape, parts.front().options().pinned_memory(true));
+    auto out = memory.empty(shape, parts.front().scalar_type());
     return torch::stack_out(out, parts);
   };
   Batch batch;

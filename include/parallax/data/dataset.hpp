@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include "parallax/data/batch_memory.hpp"
 #include "parallax/error.hpp"
 
 namespace parallax {
@@ -25,11 +26,12 @@ concept RandomAccessDataset = requires(D& dataset, std::size_t index) {
 
 /// A dataset that can also read a whole batch at once (e.g. PackedImages: one pass straight into
 /// the batch tensor instead of one tensor per example and a stack). collate() prefers it; the
-/// result must equal stacking get(i) over `indices`. `pin`: allocate in page-locked memory.
+/// result must equal stacking get(i) over `indices`, allocated with `memory.empty`.
 template <class D>
-concept BatchReadable = requires(const D& dataset, const std::vector<int64_t>& indices, bool pin) {
-  { dataset.get_batch(indices, pin).input } -> std::convertible_to<torch::Tensor>;
-  { dataset.get_batch(indices, pin).target } -> std::convertible_to<torch::Tensor>;
+concept BatchReadable = requires(const D& dataset, const std::vector<int64_t>& indices,
+                                 BatchMemory& memory) {
+  { dataset.get_batch(indices, memory).input } -> std::convertible_to<torch::Tensor>;
+  { dataset.get_batch(indices, memory).target } -> std::convertible_to<torch::Tensor>;
 };
 
 /// The number of examples, with a clear error for unsized or empty datasets.

@@ -20,6 +20,7 @@
 #include <torch/torch.h>
 
 #include "parallax/data/batch.hpp"
+#include "parallax/data/batch_memory.hpp"
 #include "parallax/data/collate.hpp"
 #include "parallax/data/dataset.hpp"
 #include "parallax/data/device_copy.hpp"
@@ -56,9 +57,13 @@ namespace detail {
 template <RandomAccessDataset D>
 class EpochStream {
  public:
-  EpochStream(D& dataset, std::vector<Indices> batches, const LoaderOptions& options)
-      : dataset_(dataset), batches_(std::move(batches)), options_(options) {
-    pin_ = options.device().is_cuda() && options.pin_memory() && torch::cuda::is_available();
+  EpochStream(D& dataset, std::vector<Indices> batches, const LoaderOptions& options,
+              std::shared_ptr<BatchMemory> memory)
+      : dataset_(dataset),
+        batches_(std::move(batches)),
+        options_(options),
+        memory_(std::move(memory)) {
+    pin_ = memory_->pinned();
     side_stream_ =
         options.device().is_cuda() && options.copy_on_side_stream() && torch::cuda::is_available();
     const auto workers = static_cast<std::size_t>(options.workers());
@@ -81,7 +86,7 @@ class EpochStream {
   Batch next() {
     if (delivered_ >= size()) return {};
     if (threads_.empty()) {
-      Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(delivered_)], pin_);
+      Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(delivered_)], *memory_);
       max_outstanding_ = 1;
       ++delivered_;
       return on_device(std::move(batch));
@@ -130,7 +135,7 @@ class EpochStream {
       }
       Slot slot;
       try {
-        Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(claimed)], pin_);
+        Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(claimed)], *memory_);
         if (side_stream_)
           slot.batch = copier.copy(std::move(batch), pin_);
         else
@@ -149,6 +154,7 @@ class EpochStream {
   D& dataset_;
   std::vector<Indices> batches_;
   LoaderOptions options_;
+  std::shared_ptr<BatchMemory> memory_;
   bool pin_ = false;
   bool side_stream_ = false;
   mutable std::mutex mutex_;
@@ -177,6 +183,12 @@ class Loader {
     detail::require(batches_per_epoch() >= 1, "dataset of ", size_, " examples makes no batch of ",
                     options_.batch_size(), " for shard ", options_.shard().rank, "/",
                     options_.shard().world, " with drop_last");
+    // Enough for every batch that can be alive at once (Note [Bounded prefetch]), input and
+    // target each, plus the consumer's current and previous batch.
+    const auto in_flight = static_cast<std::size_t>(options_.prefetch() + options_.workers() + 2);
+    memory_ = std::make_shared<BatchMemory>(
+        options_.device().is_cuda() && options_.pin_memory() && torch::cuda::is_available(),
+        2 * in_flight);
   }
 
   const LoaderOptions& options() const { return options_; }
@@ -201,11 +213,15 @@ class Loader {
 
   class Epoch;
   /// Starts the workers for `epoch`; they stop when the returned range is destroyed.
-  Epoch epoch(int64_t epoch) { return Epoch(dataset_, plan(epoch), options_); }
+  Epoch epoch(int64_t epoch) { return Epoch(dataset_, plan(epoch), options_, memory_); }
+
+  /// Where batches are allocated (host batches are recycled: Note [Recycling batch memory]).
+  const BatchMemory& memory() const { return *memory_; }
 
  private:
   D& dataset_;
   LoaderOptions options_;
+  std::shared_ptr<BatchMemory> memory_;
   int64_t size_ = 0;
 };
 
@@ -213,8 +229,10 @@ class Loader {
 template <RandomAccessDataset D>
 class Loader<D>::Epoch {
  public:
-  Epoch(D& dataset, std::vector<Indices> batches, const LoaderOptions& options)
-      : stream_(std::make_unique<detail::EpochStream<D>>(dataset, std::move(batches), options)) {}
+  Epoch(D& dataset, std::vector<Indices> batches, const LoaderOptions& options,
+        std::shared_ptr<BatchMemory> memory)
+      : stream_(std::make_unique<detail::EpochStream<D>>(dataset, std::move(batches), options,
+                                                         std::move(memory))) {}
 
   class iterator {
    public:

@@ -187,15 +187,14 @@ class PackedImages : public torch::data::datasets::Dataset<PackedImages> {
 
   /// The normalised images `indices` as one float [n, C, H, W] batch, and their labels: what
   /// stacking get(i) gives, written in one pass (BatchReadable; the Loader uses it).
-  Batch get_batch(const std::vector<int64_t>& indices, bool pin) const {
+  Batch get_batch(const std::vector<int64_t>& indices, BatchMemory& memory) const {
     detail::require(static_cast<int64_t>(options_.mean().size()) == channels_ &&
                         static_cast<int64_t>(options_.std().size()) == channels_,
                     "packed images have ", channels_, " channels but mean/std have ",
                     options_.mean().size(), "/", options_.std().size());
     const auto n = static_cast<int64_t>(indices.size());
-    const auto options = torch::TensorOptions().pinned_memory(pin);
-    Batch batch{torch::empty({n, channels_, height_, width_}, options.dtype(torch::kFloat)),
-                torch::empty({n}, options.dtype(torch::kLong))};
+    Batch batch{memory.empty({n, channels_, height_, width_}, torch::kFloat),
+                memory.empty({n}, torch::kLong)};
     const int64_t plane = height_ * width_, bytes = channels_ * plane;
     float* out = batch.input.data_ptr<float>();
     int64_t* labels = batch.target.data_ptr<int64_t>();

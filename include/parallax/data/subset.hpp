@@ -28,11 +28,12 @@ class Subset
   std::optional<std::size_t> size() const override { return indices_.size(); }
   const std::vector<int64_t>& indices() const { return indices_; }
   /// Whole batches when the underlying dataset reads them (see BatchReadable).
-  auto get_batch(const std::vector<int64_t>& indices, bool pin) const requires BatchReadable<D> {
+  auto get_batch(const std::vector<int64_t>& indices,
+                 BatchMemory& memory) const requires BatchReadable<D> {
     std::vector<int64_t> mapped;
     mapped.reserve(indices.size());
     for (const int64_t i : indices) mapped.push_back(indices_.at(static_cast<std::size_t>(i)));
-    return dataset_->get_batch(mapped, pin);
+    return dataset_->get_batch(mapped, memory);
   }
 
  private:
