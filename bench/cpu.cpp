@@ -52,14 +52,13 @@ int step(int argc, char** argv) {
   const auto amp = option(argc, argv, "--amp", "none");
   torch::manual_seed(0);
   auto network = asl::make_network(arch, 29, size);
-  auto model = network.model;
-  if (flag(argc, argv, "--channels-last")) model = px::with_channels_last(model);
-  if (amp != "none") model = px::with_autocast(model, amp == "fp16" ? at::kHalf : at::kBFloat16);
+  std::vector<torch::Tensor> parameters = network.model->parameters();
+  asl::set_speed_options(network, flag(argc, argv, "--channels-last"), amp);
   if (flag(argc, argv, "--cudnn-benchmark")) at::globalContext().setBenchmarkCuDNN(true);
   // The examples live on the device already: no loader copies, only the training step.
   px::TensorDataset data(torch::randn({batch * steps, 3, size, size}).to(device),
                          torch::randint(0, 29, {batch * steps}).to(device));
-  px::FusedAdam optimizer(network.model->parameters(), 1e-3);
+  px::FusedAdam optimizer(parameters, 1e-3);
   auto options = px::TrainerOptions()
                      .epochs(1 + repeats)
                      .batch_size(batch)
@@ -72,8 +71,8 @@ int step(int argc, char** argv) {
   };
   const auto history =
       flag(argc, argv, "--cuda-graphs")
-          ? px::Trainer<px::CudaGraphSingle>(model, optimizer, options).fit(data, loss)
-          : px::Trainer<px::Single>(model, optimizer, options).fit(data, loss);
+          ? px::Trainer<px::CudaGraphSingle>(network.model, optimizer, options).fit(data, loss)
+          : px::Trainer<px::Single>(network.model, optimizer, options).fit(data, loss);
   std::vector<double> rates;
   for (std::size_t e = 1; e < history.epochs.size(); ++e)
     rates.push_back(history.epochs[e].images_per_second);

@@ -137,4 +137,13 @@ inline Network make_network(const std::string& arch, int64_t classes, int64_t im
   return network;
 }
 
+/// The model as it trains: channels-last convolutions and autocast to `amp` ("bf16", "fp16";
+/// "" or "none": full precision). Shared by asl_resnet and bench_cpu, so the two time the same.
+inline void set_speed_options(Network& network, bool channels_last, const std::string& amp) {
+  if (channels_last) network.model = parallax::with_channels_last(network.model);
+  if (!amp.empty() && amp != "none")
+    network.model =
+        parallax::with_autocast(network.model, amp == "fp16" ? at::kHalf : at::kBFloat16);
+}
+
 }  // namespace asl

@@ -95,10 +95,7 @@ inline Network build_network(const TrainArgs& a, int64_t classes,
   }
   trainable = a.freeze_backbone ? freeze_all_but(*network.model, network.head)
                                 : network.model->parameters();
-  if (a.channels_last) network.model = px::with_channels_last(network.model);
-  if (a.amp)
-    network.model =
-        px::with_autocast(network.model, a.amp_dtype == "fp16" ? at::kHalf : at::kBFloat16);
+  set_speed_options(network, a.channels_last, a.amp ? a.amp_dtype : "none");
   return network;
 }
 

@@ -27,6 +27,7 @@
 #include "parallax/config.hpp"
 #include "parallax/policy/concept.hpp"
 #include "parallax/policy/devices.hpp"
+#include "parallax/policy/single.hpp"
 
 #if PARALLAX_HAS_CUDA
 #include <ATen/cuda/CUDAEvent.h>
@@ -37,32 +38,30 @@
 
 namespace parallax {
 
-class CudaGraphSingle {
+/// Single's device handling, evaluation and bookkeeping; only the training step differs.
+class CudaGraphSingle : public Single {
  public:
   /// `device`: a CUDA device (default: cuda:0); `warmup_steps` eager steps before the capture.
   explicit CudaGraphSingle(std::optional<torch::Device> device = std::nullopt,
                            int64_t warmup_steps = 3)
-      : device_(device), warmup_steps_(warmup_steps) {
+      : Single(device.value_or(torch::Device(torch::kCUDA, 0))),
+        requested_(device.value_or(torch::Device(torch::kCUDA, 0))),
+        warmup_steps_(warmup_steps) {
     // cuDNN and cuBLAS set themselves up on first use, which a capture must not contain.
     detail::require(warmup_steps >= 1, "CudaGraphSingle needs at least one warm-up step, got ",
                     warmup_steps);
   }
 
   void bind(const Model& model, const BindContext& context) {
+    // Refused before Single::bind moves the model anywhere.
     detail::require(context.devices.size() <= 1, "CudaGraphSingle trains on one device, but ",
                     context.devices.size(), " were given (", device_list(context.devices), ")");
-    if (!context.devices.empty()) device_ = context.devices.front();
-    if (!device_) device_ = torch::Device(torch::kCUDA, 0);
-    detail::require(device_->is_cuda() && PARALLAX_HAS_CUDA, "CUDA graphs need a CUDA device, got ",
-                    device_->str());
-    device_ = usable_device(*device_, "CudaGraphSingle");
-    model_ = model;
-    model_.module->to(*device_);
-    parameters_ = model_.module->parameters();
+    const torch::Device device = context.devices.empty() ? requested_ : context.devices.front();
+    detail::require(device.is_cuda() && PARALLAX_HAS_CUDA, "CUDA graphs need a CUDA device, got ",
+                    device.str());
+    Single::bind(model, context);
+    parameters_ = model.module->parameters();
   }
-  torch::Device input_device() const { return device_.value_or(torch::kCUDA); }
-  Shard shard() const { return {}; }
-  int64_t min_batch() const { return 1; }
 
   StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
 #if PARALLAX_HAS_CUDA
@@ -72,10 +71,9 @@ class CudaGraphSingle {
     if (!graph_ && eager_steps_ >= warmup_steps_ && no_gradients())
       return capture(batch, loss, grad_scale);
     ++eager_steps_;
-    return on_side_stream(
-        [&] { return detail::forward_backward(model_, batch, loss, grad_scale); });
+    return on_side_stream([&] { return Single::forward_backward(batch, loss, grad_scale); });
 #else
-    return detail::forward_backward(model_, batch, loss, grad_scale);
+    return Single::forward_backward(batch, loss, grad_scale);
 #endif
   }
   /// Parameters updated in place keep the graph; replaced ones (a loaded checkpoint) drop it.
@@ -88,23 +86,6 @@ class CudaGraphSingle {
         return;
       }
 #endif
-  }
-  torch::Tensor forward(const torch::Tensor& input) {
-    torch::NoGradGuard no_grad;
-    return model_(input.to(input_device()));
-  }
-  StepStats reduce(const StepStats& stats) {
-    return stats;
-  }
-  void synchronize() {}
-  void set_training(bool on) {
-    model_->train(on);
-  }
-  bool is_main() const {
-    return true;
-  }
-  int64_t world_size() const {
-    return 1;
   }
   std::string name() const {
     return "single+graphs";
@@ -132,7 +113,7 @@ class CudaGraphSingle {
   /// Runs `work` on a side stream ordered after, and before, the current stream's work.
   template <class Work>
   StepStats on_side_stream(Work&& work) {
-    const auto current = c10::cuda::getCurrentCUDAStream(device_->index());
+    const auto current = c10::cuda::getCurrentCUDAStream(input_device().index());
     const auto side = side_stream();
     at::cuda::CUDAEvent before, after;
     before.record(current);
@@ -149,7 +130,7 @@ class CudaGraphSingle {
   /// High priority: another pool than the loader's copy streams, which must never be the
   /// stream being captured.
   c10::cuda::CUDAStream side_stream() {
-    if (!side_) side_.emplace(c10::cuda::getStreamFromPool(true, device_->index()));
+    if (!side_) side_.emplace(c10::cuda::getStreamFromPool(true, input_device().index()));
     return *side_;
   }
 
@@ -164,7 +145,7 @@ class CudaGraphSingle {
         // events) while this thread captures; in global mode that would invalidate the capture.
         graph_->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
         try {
-          captured_ = detail::forward_backward(model_, Batch{input_, target_}, loss, grad_scale);
+          captured_ = Single::forward_backward(Batch{input_, target_}, loss, grad_scale);
         } catch (...) {
           graph_->capture_end();  // leave capture mode before the error travels on
           throw;
@@ -208,11 +189,10 @@ class CudaGraphSingle {
   StepStats captured_;
   double grad_scale_ = 1.0;
 #endif
-  std::optional<torch::Device> device_;
+  torch::Device requested_;
   int64_t warmup_steps_;
   int64_t eager_steps_ = 0;
   int64_t replays_ = 0;
-  Model model_;
   std::vector<torch::Tensor> parameters_;
 };
 
