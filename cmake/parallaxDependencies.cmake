@@ -102,12 +102,22 @@ function(parallax_configure_target target with_opencv)
   if(with_opencv)
     target_link_libraries(${target} INTERFACE opencv_core opencv_imgproc opencv_imgcodecs)
     target_compile_definitions(${target} INTERFACE PARALLAX_HAS_OPENCV=1)
-    # libjpeg itself (OpenCV's imgcodecs links it anyway) decodes JPEG straight to RGB; without
-    # its header every image goes through OpenCV (Note [Decoding JPEG directly]).
+    # libjpeg-turbo itself (the JPEG codec of Debian's OpenCV) decodes JPEG straight to RGB;
+    # without its headers every image goes through OpenCV (Note [Decoding JPEG directly]).
+    # Only libjpeg-turbo: IJG's libjpeg 9 scales and upsamples differently from what OpenCV
+    # would give, and old ones lack jpeg_mem_src.
     find_package(JPEG QUIET)
     if(JPEG_FOUND)
-      target_link_libraries(${target} INTERFACE JPEG::JPEG)
-      target_compile_definitions(${target} INTERFACE PARALLAX_HAS_LIBJPEG=1)
+      include(CheckCXXSymbolExists)
+      set(CMAKE_REQUIRED_INCLUDES ${JPEG_INCLUDE_DIRS})
+      set(CMAKE_REQUIRED_QUIET ON)
+      check_cxx_symbol_exists(LIBJPEG_TURBO_VERSION "cstdio;jpeglib.h" PARALLAX_LIBJPEG_IS_TURBO)
+      unset(CMAKE_REQUIRED_INCLUDES)
+      unset(CMAKE_REQUIRED_QUIET)
+      if(PARALLAX_LIBJPEG_IS_TURBO)
+        target_link_libraries(${target} INTERFACE JPEG::JPEG)
+        target_compile_definitions(${target} INTERFACE PARALLAX_HAS_LIBJPEG=1)
+      endif()
     endif()
   else()
     target_compile_definitions(${target} INTERFACE PARALLAX_HAS_OPENCV=0)

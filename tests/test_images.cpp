@@ -97,19 +97,19 @@ TEST_SUITE("images") {
   TEST_CASE("decode_image: JPEGs decoded by libjpeg give OpenCV's pixels, every reduction") {
     CHECK(px::has_libjpeg);  // bootstrap installs libjpeg-dev: this build must take that path
     struct Case {
-      int rows, cols, type, read_mode;
+      int rows, cols, type, read_mode, denominator;
       int64_t size;
       bool progressive;
     };
     const Case cases[] = {
-        {200, 200, CV_8UC3, cv::IMREAD_REDUCED_COLOR_2, 64, false},  // the ASL images
-        {150, 300, CV_8UC3, cv::IMREAD_REDUCED_COLOR_2, 64, true},   // not square, progressive
-        {530, 520, CV_8UC3, cv::IMREAD_REDUCED_COLOR_8, 64, false},
-        {300, 280, CV_8UC3, cv::IMREAD_REDUCED_COLOR_4, 64, false},
-        {64, 64, CV_8UC3, cv::IMREAD_COLOR, 64, false},              // already the size
-        {90, 70, CV_8UC3, cv::IMREAD_COLOR, 64, false},              // no reduction fits
-        {30, 40, CV_8UC3, cv::IMREAD_COLOR, 64, false},              // enlarged: OpenCV's resize
-        {200, 200, CV_8UC1, cv::IMREAD_REDUCED_COLOR_2, 64, false},  // greyscale JPEG
+        {200, 200, CV_8UC3, cv::IMREAD_REDUCED_COLOR_2, 2, 64, false},  // the ASL images
+        {150, 300, CV_8UC3, cv::IMREAD_REDUCED_COLOR_2, 2, 64, true},   // not square, progressive
+        {530, 520, CV_8UC3, cv::IMREAD_REDUCED_COLOR_8, 8, 64, false},
+        {300, 280, CV_8UC3, cv::IMREAD_REDUCED_COLOR_4, 4, 64, false},
+        {64, 64, CV_8UC3, cv::IMREAD_COLOR, 1, 64, false},              // already the size
+        {90, 70, CV_8UC3, cv::IMREAD_COLOR, 1, 64, false},              // no reduction fits
+        {30, 40, CV_8UC3, cv::IMREAD_COLOR, 1, 64, false},              // enlarged: OpenCV's resize
+        {200, 200, CV_8UC1, cv::IMREAD_REDUCED_COLOR_2, 2, 64, false},  // greyscale JPEG
     };
     unsigned seed = 1;
     for (const auto& c : cases) {
@@ -124,7 +124,49 @@ TEST_SUITE("images") {
       REQUIRE(ours.sizes() == torch::IntArrayRef{3, c.size, c.size});
       CHECK(max_difference(ours.to(torch::kFloat),
                            opencv_decode(jpeg, c.read_mode, c.size).to(torch::kFloat)) <= 1);
+#if PARALLAX_HAS_LIBJPEG
+      // The direct decoder itself takes these (decode_image would hide a failure by falling
+      // back to OpenCV), at the scaled size, and refuses a cut file and unexpected dimensions.
+      px::detail::DecodedRgb rgb;
+      CHECK(px::detail::decode_jpeg_rgb(jpeg.data(), jpeg.size(), c.denominator, c.cols, c.rows,
+                                        rgb));
+      CHECK(rgb.height == (c.rows + c.denominator - 1) / c.denominator);
+      CHECK(rgb.width == (c.cols + c.denominator - 1) / c.denominator);
+      CHECK(rgb.pixels.size() == static_cast<std::size_t>(rgb.height * rgb.width * 3));
+      CHECK_FALSE(px::detail::decode_jpeg_rgb(jpeg.data(), jpeg.size() / 2, c.denominator, c.cols,
+                                              c.rows, rgb));
+      CHECK_FALSE(px::detail::decode_jpeg_rgb(jpeg.data(), jpeg.size(), c.denominator, c.cols + 1,
+                                              c.rows, rgb));
+#endif
     }
+  }
+
+  TEST_CASE("decode_image: an EXIF orientation is applied, as OpenCV applies it") {
+    std::vector<uint8_t> plain;
+    REQUIRE(cv::imencode(".jpg", textured(200, 130, CV_8UC3, 7), plain));
+    // An APP1 "Exif" segment right after SOI: big-endian TIFF, IFD0 with one entry,
+    // orientation (0x0112, SHORT) = 6 (rotate 90 degrees clockwise to display).
+    const std::vector<uint8_t> app1 = {0xFF, 0xE1, 0x00, 0x22, 'E',  'x',  'i',  'f',  0,
+                                       0,    'M',  'M',  0x00, 0x2A, 0x00, 0x00, 0x00, 0x08,
+                                       0x00, 0x01, 0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00,
+                                       0x01, 0x00, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    std::vector<uint8_t> rotated(plain.size() + app1.size());
+    std::copy(plain.begin(), plain.begin() + 2, rotated.begin());
+    std::copy(app1.begin(), app1.end(), rotated.begin() + 2);
+    std::copy(plain.begin() + 2, plain.end(),
+              rotated.begin() + 2 + static_cast<std::ptrdiff_t>(app1.size()));
+    const auto header = px::read_image_header(rotated.data(), rotated.size());
+    REQUIRE(header.has_value());
+    CHECK(header->orientation == 6);
+    CHECK(header->complete);
+    CHECK(px::read_image_header(plain.data(), plain.size())->orientation == 1);
+    const auto ours = px::decode_image(rotated.data(), rotated.size(), 32, "rotated");
+    CHECK(max_difference(
+              ours.to(torch::kFloat),
+              opencv_decode(rotated, cv::IMREAD_REDUCED_COLOR_4, 32).to(torch::kFloat)) <= 1);
+    // ... and it matters: the unrotated decode is another image.
+    const auto upright = px::decode_image(plain.data(), plain.size(), 32, "plain");
+    CHECK(max_difference(ours.to(torch::kFloat), upright.to(torch::kFloat)) > 20);
   }
 
   TEST_CASE("image folder: sorted classes, labels, RGB, resize, ImageNet normalisation") {
@@ -271,6 +313,14 @@ TEST_SUITE("images") {
     png[20] = 0, png[21] = 1, png[22] = 0x86, png[23] = 0xA0;
     CHECK_THROWS_WITH_AS(px::decode_image(png.data(), png.size(), 8, "bomb.png"),
                          doctest::Contains("100000x100000 pixels, over the limit"), px::InputError);
+    // Two frame headers: the first one counts (libjpeg decodes that one), whatever follows.
+    const uint8_t two_frames[] = {0xFF, 0xD8,  // SOI
+                                  0xFF, 0xC0, 0x00, 0x0B, 8,    0x2E, 0xE0, 0x2E, 0xE0, 1,
+                                  1,    0x11, 0,    0xFF, 0xC0, 0x00, 0x0B, 8,    0x00, 0x10,
+                                  0x00, 0x10, 1,    1,    0x11, 0,    0xFF, 0xD9};
+    const auto first = px::read_image_header(two_frames, sizeof two_frames);
+    CHECK(first->width == 12000);
+    CHECK(first->height == 12000);
     const uint8_t other[] = {'B', 'M', 0, 0, 0, 0};
     CHECK_FALSE(px::read_image_header(other, sizeof other).has_value());
   }

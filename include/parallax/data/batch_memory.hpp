@@ -14,6 +14,7 @@
 // already).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <mutex>
 #include <optional>
@@ -42,6 +43,9 @@ class BatchMemory {
     for (std::size_t i = 0; i < kept_.size(); ++i) {
       if (!unused(kept_[i])) continue;
       if (kept_[i].sizes() == shape && kept_[i].scalar_type() == dtype) {
+        // use_count() is a relaxed load: order our coming writes after the other thread's
+        // last reads, which its (acq_rel) decrement released.
+        std::atomic_thread_fence(std::memory_order_acquire);
         ++reused_;
         return kept_[i];
       }

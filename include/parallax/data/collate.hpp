@@ -34,9 +34,12 @@ Batch collate(D& dataset, const Indices& indices, BatchMemory& memory) {
   }
   // Host examples are stacked straight into the batch's memory (pinned: no second copy).
   auto stack = [&memory](const std::vector<torch::Tensor>& parts) {
-    // Device tensors, or examples in an autograd graph (out= variants refuse those).
-    if (!parts.front().is_cpu() ||
-        std::ranges::any_of(parts, [](const torch::Tensor& t) { return t.requires_grad(); }))
+    // Device tensors, examples in an autograd graph (out= variants refuse those), or of
+    // mixed dtypes (stack promotes them).
+    const auto type = parts.front().scalar_type();
+    if (!parts.front().is_cpu() || std::ranges::any_of(parts, [&](const torch::Tensor& t) {
+          return t.requires_grad() || t.scalar_type() != type;
+        }))
       return torch::stack(parts);
     std::vector<int64_t> shape{static_cast<int64_t>(parts.size())};
     const auto sizes = parts.front().sizes();

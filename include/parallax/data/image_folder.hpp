@@ -59,10 +59,11 @@ inline torch::Tensor decode_image(const uint8_t* data, std::size_t bytes, int64_
         if (denominator == 1 && short_side >= factor * size) denominator = factor, read_mode = mode;
 #if PARALLAX_HAS_LIBJPEG
       // RGB straight from libjpeg (Note [Decoding JPEG directly]), shrunk by our own area
-      // resize (Note [Area resizing]): the same pixels as below, in half the time.
-      // Enlarging (a source under `size`) is left to OpenCV's resize, as before.
-      if (detail::DecodedRgb rgb; detail::decode_jpeg_rgb(data, bytes, denominator, rgb) &&
-                                  rgb.height >= size && rgb.width >= size) {
+      // resize (Note [Area resizing]): the same pixels as below, in half the time. Enlarging
+      // (a source under `size`) and EXIF rotations are left to OpenCV, as before.
+      detail::DecodedRgb rgb;
+      if (short_side >= size && header->orientation == 1 &&
+          detail::decode_jpeg_rgb(data, bytes, denominator, header->width, header->height, rgb)) {
         auto chw = torch::empty({3, size, size}, torch::kUInt8);
         detail::area_resize(rgb.pixels.data(), rgb.height, rgb.width, 3, size, size,
                             chw.data_ptr<uint8_t>());

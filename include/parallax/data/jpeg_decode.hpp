@@ -1,13 +1,16 @@
 // JPEG decoding through libjpeg(-turbo) itself: RGB out, scaled down in the DCT domain.
 //
 // Note [Decoding JPEG directly]
-// cv::imdecode reaches the same libjpeg with the same settings (bit-identical pixels), but asks
-// it for RGB and then swaps every pixel to BGR in a byte loop, which we would swap back: that
-// and its generic codec dispatch were 40% of loading a 200x200 JPEG. Decoding here gives RGB
-// at once. Whatever libjpeg reports — an error, or a warning about corrupt data — makes this
-// return false and the caller decodes with OpenCV as before, which handles the rest (CMYK,
-// other formats) and words the errors; so this path only ever takes the images it decodes
-// cleanly. Built when CMake found libjpeg (PARALLAX_HAS_LIBJPEG); OpenCV links it anyway.
+// Debian's cv::imdecode reaches the same libjpeg-turbo with the same settings (bit-identical
+// pixels, tested), but asks it for RGB and then swaps every pixel to BGR in a byte loop, which
+// we would swap back: that and its generic codec dispatch were 40% of loading a 200x200 JPEG.
+// Decoding here gives RGB at once. Whatever libjpeg reports — an error, or a warning about
+// corrupt data — makes this return false and the caller decodes with OpenCV as before, which
+// handles the rest (CMYK, other formats) and words the errors; so this path only ever takes the
+// images it decodes cleanly. The caller also leaves to OpenCV what it does beyond decoding:
+// EXIF orientation (image_header.hpp reads the tag). Built when CMake found libjpeg-turbo's
+// headers (PARALLAX_HAS_LIBJPEG); including this brings jpeglib.h's global typedefs and macros
+// (boolean, INT32, TRUE, GLOBAL, ...) into the including file.
 #pragma once
 
 #include "parallax/config.hpp"
@@ -39,10 +42,11 @@ struct JpegErrorJump {
 }
 
 /// Decodes `data` at 1/denominator of its size (1, 2, 4 or 8) into `out`. False on anything
-/// libjpeg reports (`out` is then unspecified): see Note [Decoding JPEG directly].
+/// libjpeg reports, and when the image is not `width` x `height` (what the caller checked
+/// against its pixel limit); `out` is then unspecified. See Note [Decoding JPEG directly].
 // Only trivially destructible objects live in this frame: longjmp skips no destructor.
-inline bool decode_jpeg_rgb(const uint8_t* data, std::size_t bytes, int denominator,
-                            DecodedRgb& out) {
+inline bool decode_jpeg_rgb(const uint8_t* data, std::size_t bytes, int denominator, int64_t width,
+                            int64_t height, DecodedRgb& out) {
   jpeg_decompress_struct info;
   JpegErrorJump error;
   info.err = jpeg_std_error(&error.manager);
@@ -57,6 +61,10 @@ inline bool decode_jpeg_rgb(const uint8_t* data, std::size_t bytes, int denomina
   jpeg_create_decompress(&info);
   jpeg_mem_src(&info, data, static_cast<unsigned long>(bytes));
   jpeg_read_header(&info, TRUE);
+  if (info.image_width != width || info.image_height != height) {
+    jpeg_destroy_decompress(&info);
+    return false;
+  }
   info.out_color_space = JCS_RGB;
   info.scale_num = 1;
   info.scale_denom = static_cast<unsigned int>(denominator);

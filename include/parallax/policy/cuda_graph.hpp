@@ -59,7 +59,7 @@ class CudaGraphSingle : public Single {
     const torch::Device device = context.devices.empty() ? requested_ : context.devices.front();
     detail::require(device.is_cuda() && PARALLAX_HAS_CUDA, "CUDA graphs need a CUDA device, got ",
                     device.str());
-    Single::bind(model, context);
+    Single::bind(model, BindContext{{usable_device(device, "CudaGraphSingle")}});
     parameters_ = model.module->parameters();
   }
 
