@@ -43,8 +43,6 @@ class Single {
   bool is_main() const { return true; }
   int64_t world_size() const { return 1; }
   std::string name() const { return "single"; }
-  /// The bound model (policies built on Single, such as CudaGraphSingle, step it themselves).
-  const Model& model() const { return model_; }
 
  private:
   std::optional<torch::Device> device_;
