@@ -54,7 +54,7 @@ inline constexpr int64_t kAreaResizeMaxChannels = 4;
 
 /// Pass 2 of area_resize: `shortened` (out_height rows of width x channels floats) -> planar
 /// uint8. `Channels` > 0 fixes the channel count at compile time (RGB: one pass over the taps
-/// feeds all three sums); 0 reads it from `channels`.
+/// feeds all three sums, in loops the compiler unrolls); 0 reads it from `channels`.
 template <int64_t Channels>
 void area_resize_columns(const float* shortened, int64_t width, const AreaTaps& columns,
                          int64_t out_height, int64_t out_width, int64_t channels, uint8_t* output) {
@@ -71,10 +71,9 @@ void area_resize_columns(const float* shortened, int64_t width, const AreaTaps& 
       float sum[kAreaResizeMaxChannels] = {};
       for (int64_t k = begin[x]; k < begin[x + 1]; ++k) {
         const float* pixel = row + source[k] * count;
-        for (int64_t c = 0; c < (Channels > 0 ? Channels : count); ++c)
-          sum[c] += weight[k] * pixel[c];
+        for (int64_t c = 0; c < count; ++c) sum[c] += weight[k] * pixel[c];
       }
-      for (int64_t c = 0; c < (Channels > 0 ? Channels : count); ++c)
+      for (int64_t c = 0; c < count; ++c)
         planar[c * plane + y * out_width + x] =
             static_cast<uint8_t>(std::min(255.0F, sum[c] + 0.5F));
     }

@@ -28,6 +28,12 @@ inline int64_t big_endian(const uint8_t* p, int bytes) {
   return value;
 }
 
+inline int64_t little_endian(const uint8_t* p, int bytes) {
+  int64_t value = 0;
+  for (int i = bytes - 1; i >= 0; --i) value = (value << 8) | p[i];
+  return value;
+}
+
 /// The orientation tag (0x0112) of IFD0 in an APP1 "Exif" segment's payload; 1 when absent or
 /// unreadable. Every offset is checked against the segment.
 inline int exif_orientation(const uint8_t* d, std::size_t n) {
@@ -37,11 +43,7 @@ inline int exif_orientation(const uint8_t* d, std::size_t n) {
   const bool little = tiff[0] == 'I' && tiff[1] == 'I';
   if (!little && !(tiff[0] == 'M' && tiff[1] == 'M')) return 1;
   auto read = [&](std::size_t at, int bytes) {
-    int64_t value = 0;
-    for (int i = 0; i < bytes; ++i)
-      value |= static_cast<int64_t>(tiff[at + static_cast<std::size_t>(little ? i : bytes - 1 - i)])
-               << (8 * i);
-    return value;
+    return little ? little_endian(tiff + at, bytes) : big_endian(tiff + at, bytes);
   };
   const auto ifd = static_cast<std::size_t>(read(4, 4));
   if (ifd + 2 > size) return 1;

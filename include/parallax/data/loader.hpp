@@ -63,7 +63,6 @@ class EpochStream {
         batches_(std::move(batches)),
         options_(options),
         memory_(std::move(memory)) {
-    pin_ = memory_->pinned();
     side_stream_ =
         options.device().is_cuda() && options.copy_on_side_stream() && torch::cuda::is_available();
     const auto workers = static_cast<std::size_t>(options.workers());
@@ -111,7 +110,7 @@ class EpochStream {
  private:
   /// `batch` on the target device, copied here (on the caller's stream) unless a worker did.
   Batch on_device(Batch batch) const {
-    return BatchCopier(options_.device(), false).copy(std::move(batch), pin_).batch;
+    return BatchCopier(options_.device(), false).copy(std::move(batch), memory_->pinned()).batch;
   }
 
   struct Slot {
@@ -137,7 +136,7 @@ class EpochStream {
       try {
         Batch batch = collate(dataset_, batches_[static_cast<std::size_t>(claimed)], *memory_);
         if (side_stream_)
-          slot.batch = copier.copy(std::move(batch), pin_);
+          slot.batch = copier.copy(std::move(batch), memory_->pinned());
         else
           slot.batch.batch = std::move(batch);
       } catch (...) {
@@ -155,7 +154,6 @@ class EpochStream {
   std::vector<Indices> batches_;
   LoaderOptions options_;
   std::shared_ptr<BatchMemory> memory_;
-  bool pin_ = false;
   bool side_stream_ = false;
   mutable std::mutex mutex_;
   std::condition_variable space_;
