@@ -109,5 +109,16 @@ c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::St
   throw std::logic_error("parallax: no factory for backend");
 }
 
+/// Waits for a collective of `backend`. NCCL: only the current stream waits, as with
+/// Work::wait() without a timeout (with one, NCCL blocks the host until the GPU is done; its
+/// own timeout and watchdog still apply). Gloo and MPI: the host waits, at most `timeout`.
+inline void wait(const c10::intrusive_ptr<c10d::Work>& work, const c10d::Backend& backend,
+                 std::chrono::milliseconds timeout) {
+  if (backend.getBackendName() == "nccl")
+    work->wait();
+  else
+    work->wait(timeout);
+}
+
 }  // namespace comm
 }  // namespace parallax

@@ -22,6 +22,7 @@
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
+#include "parallax/comm/backend.hpp"
 #include "parallax/comm/bucket_plan.hpp"
 #include "parallax/error.hpp"
 
@@ -161,7 +162,7 @@ class BucketReducer {
     }
     for (std::size_t index = 0; index < s.buckets.size(); ++index) {
       Bucket& bucket = s.buckets[index];
-      bucket.work->wait(s.timeout);
+      comm::wait(bucket.work, *s.backend, s.timeout);
       s.hook->complete(index, bucket.flat);
       for (auto& member : bucket.members) {
         auto averaged = bucket.flat.narrow(0, member.offset, member.parameter.numel())
@@ -169,8 +170,8 @@ class BucketReducer {
         torch::Tensor& grad = member.parameter.mutable_grad();
         if (grad.defined()) {
           grad.copy_(averaged);
-        } else {
-          grad = averaged.clone();
+        } else {  // in the parameter's layout, as autograd would make it (e.g. channels-last)
+          grad = torch::empty_like(member.parameter).copy_(averaged);
         }
       }
     }

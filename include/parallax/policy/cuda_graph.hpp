@@ -10,9 +10,12 @@
 // tensors; gradients are allocated by the captured backward (the Trainer has just set them to
 // none) and are handed back to the parameters after each replay, since the Trainer's zero_grad
 // drops them again; parameters and optimizer state are updated in place, so the graph sees the
-// new values. A batch of another shape (the last, partial one) or another grad_scale (loss
-// scaling changed the scale) runs eagerly; that is also why this is meant for bfloat16, not
-// float16. The optimizer step stays outside the graph: with FusedAdam it is a few kernels.
+// new values. The loss scale (float16 training) is a device tensor the graph reads, refilled
+// before a replay when loss scaling has changed it. A batch of another shape (the last, partial
+// one) runs eagerly; a shape seen twice in a row that the graph does not fit is captured anew
+// (the eager step before it warmed cuDNN up for that shape), so the short last batch is never
+// captured and a lasting change of shape costs one capture. The optimizer step stays outside
+// the graph: with FusedAdam it is a few kernels.
 // Only Single: replica threads (DataParallel) and collectives inside hooks (Distributed) would
 // have to be captured too.
 #pragma once
@@ -26,6 +29,7 @@
 
 #include "parallax/config.hpp"
 #include "parallax/policy/concept.hpp"
+#include "parallax/policy/cuda_stream.hpp"
 #include "parallax/policy/devices.hpp"
 #include "parallax/policy/single.hpp"
 
@@ -67,9 +71,13 @@ class CudaGraphSingle : public Single {
 #if PARALLAX_HAS_CUDA
     // The graph writes gradients, it does not add to them: with gradients already there (a
     // policy accumulating several batches) the step runs eagerly.
-    if (graph_ && fits(batch, grad_scale) && no_gradients()) return replay(batch);
-    if (!graph_ && eager_steps_ >= warmup_steps_ && no_gradients())
-      return capture(batch, loss, grad_scale);
+    const Shapes shapes(batch);
+    const bool steady = previous_ && *previous_ == shapes;
+    previous_ = shapes;
+    if (no_gradients()) {
+      if (graph_ && graph_shapes_ == shapes) return replay(batch, grad_scale);
+      if (steady && eager_steps_ >= warmup_steps_) return capture(batch, loss, grad_scale);
+    }
     ++eager_steps_;
     return on_side_stream([&] { return Single::forward_backward(batch, loss, grad_scale); });
 #else
@@ -91,19 +99,30 @@ class CudaGraphSingle : public Single {
     return "single+graphs";
   }
 
-  /// Steps that replayed the captured graph (the rest ran eagerly).
+  /// Steps that replayed a captured graph (the rest ran eagerly).
   int64_t replays() const {
     return replays_;
+  }
+  /// Graphs captured so far (one more for each lasting change of batch shape).
+  int64_t captures() const {
+    return captures_;
   }
 
  private:
 #if PARALLAX_HAS_CUDA
-  bool fits(const Batch& batch, double grad_scale) const {
-    return grad_scale == grad_scale_ && batch.input.sizes() == input_.sizes() &&
-           batch.input.scalar_type() == input_.scalar_type() &&
-           batch.target.sizes() == target_.sizes() &&
-           batch.target.scalar_type() == target_.scalar_type();
-  }
+  /// What a graph is specialised to: the batch's sizes and dtypes.
+  struct Shapes {
+    explicit Shapes(const Batch& batch)
+        : input(batch.input.sizes().vec()),
+          target(batch.target.defined() ? batch.target.sizes().vec() : std::vector<int64_t>{}),
+          input_type(batch.input.scalar_type()),
+          target_type(batch.target.defined() ? batch.target.scalar_type()
+                                             : c10::ScalarType::Undefined) {}
+    bool operator==(const Shapes&) const = default;
+    std::vector<int64_t> input, target;
+    c10::ScalarType input_type, target_type;
+  };
+
   bool no_gradients() const {
     for (const auto& p : parameters_)
       if (p.grad().defined()) return false;
@@ -127,49 +146,70 @@ class CudaGraphSingle : public Single {
     after.block(current);
     return stats;
   }
-  /// High priority: another pool than the loader's copy streams, which must never be the
-  /// stream being captured.
+  /// A stream of the policy's own (policy/cuda_stream.hpp): never one of the loader's copy
+  /// streams, which must not be the stream being captured.
   c10::cuda::CUDAStream side_stream() {
-    if (!side_) side_.emplace(c10::cuda::getStreamFromPool(true, input_device().index()));
-    return *side_;
+    if (!side_) side_ = std::make_unique<detail::OwnedStream>(input_device().index());
+    return side_->get();
   }
 
   StepStats capture(const Batch& batch, const LossFunction& loss, double grad_scale) {
+    graph_.reset();  // a graph for another shape, replaced: its memory pool goes with it
+    grads_.clear();
+    captured_ = StepStats();
     input_ = batch.input.clone();
     target_ = batch.target.clone();
-    grad_scale_ = grad_scale;
-    graph_ = std::make_unique<at::cuda::CUDAGraph>();
+    scale_ = torch::full({}, grad_scale, input_.options().dtype(torch::kFloat));
+    graph_scale_ = grad_scale;
+    auto graph = std::make_unique<at::cuda::CUDAGraph>();
     try {
       on_side_stream([&] {
         // Thread-local: the loader's workers keep allocating pinned memory (which queries CUDA
         // events) while this thread captures; in global mode that would invalidate the capture.
-        graph_->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+        bool capturing = false;
         try {
-          captured_ = Single::forward_backward(Batch{input_, target_}, loss, grad_scale);
+          graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+          capturing = true;
+          captured_ = detail::forward_backward(model(), Batch{input_, target_}, loss, scale_);
+          graph->capture_end();
         } catch (...) {
-          graph_->capture_end();  // leave capture mode before the error travels on
+          // Leave capture mode before the first error travels on. A graph whose capture_begin
+          // or capture_end failed may still be the allocator's target: it is never destroyed.
+          bool ended = false;
+          if (capturing) {
+            try {
+              graph->capture_end();
+              ended = true;
+            } catch (...) {  // the capture was invalidated: the first error says why
+            }
+          }
+          if (!ended) (void)graph.release();
           throw;
         }
-        graph_->capture_end();
         return captured_;
       });
     } catch (...) {
-      graph_.reset();
       for (const auto& p : parameters_) p.mutable_grad().reset();
       throw;
     }
-    grads_.clear();
+    graph_ = std::move(graph);
+    graph_shapes_ = Shapes(batch);
+    ++captures_;
     addresses_.clear();
     for (const auto& p : parameters_) {
       grads_.push_back(p.grad());
       addresses_.push_back(p.data_ptr());
     }
-    return replay(batch);  // capturing ran nothing: this batch runs now
+    return replay(batch, grad_scale);  // capturing ran nothing: this batch runs now
   }
 
-  StepStats replay(const Batch& batch) {
+  StepStats replay(const Batch& batch, double grad_scale) {
     if (!batch.input.is_same(input_)) input_.copy_(batch.input, /*non_blocking=*/true);
     if (!batch.target.is_same(target_)) target_.copy_(batch.target, /*non_blocking=*/true);
+    if (grad_scale != graph_scale_) {  // loss scaling moved: a kernel writes the new scale
+      scale_.fill_(grad_scale);
+      graph_scale_ = grad_scale;
+    }
     graph_->replay();
     ++replays_;
     for (std::size_t i = 0; i < parameters_.size(); ++i)
@@ -181,18 +221,21 @@ class CudaGraphSingle : public Single {
     return stats;
   }
 
-  std::optional<c10::cuda::CUDAStream> side_;
+  std::unique_ptr<detail::OwnedStream> side_;
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
-  torch::Tensor input_, target_;
+  std::optional<Shapes> previous_;  // the last step's batch
+  std::optional<Shapes> graph_shapes_;
+  torch::Tensor input_, target_, scale_;
   std::vector<torch::Tensor> grads_;
   std::vector<void*> addresses_;  // parameters' storage when captured
   StepStats captured_;
-  double grad_scale_ = 1.0;
+  double graph_scale_ = 1.0;
 #endif
   torch::Device requested_;
   int64_t warmup_steps_;
   int64_t eager_steps_ = 0;
   int64_t replays_ = 0;
+  int64_t captures_ = 0;
   std::vector<torch::Tensor> parameters_;
 };
 

@@ -18,6 +18,17 @@
 // Without CUDA (or with CPU devices listed) replicas live on the CPU, so the whole path runs on
 // machines without a GPU. They then share the cores: each replica thread gets
 // max(1, threads / N) intra-op threads, restored when the policy is destroyed.
+//
+// Note [Replica streams]
+// On CUDA each replica works on a stream of its own, so that replicas sharing a GPU overlap.
+// The streams are ordered with events, never by waiting on the host: before a step each
+// replica's stream waits for what the caller's stream on its device (and on the batch's) has
+// queued so far (the batch, the optimizer step, parameters copied into the replicas), and after
+// it, even when a replica failed, the caller's streams wait for every replica's stream before
+// gradients are summed and outputs gathered. Memory a replica's stream allocates and the caller
+// frees is only reused by that stream after its next wait, which comes after everything the
+// caller queued until then; so no record_stream is needed for it, provided nobody else works on
+// that stream: the streams are the policy's own, not torch's shared pool (policy/cuda_stream.hpp).
 #pragma once
 
 #include <algorithm>
@@ -33,6 +44,7 @@
 #include "parallax/comm/local_reduce.hpp"
 #include "parallax/config.hpp"
 #include "parallax/policy/concept.hpp"
+#include "parallax/policy/cuda_stream.hpp"
 #include "parallax/policy/devices.hpp"
 #include "parallax/policy/replica_threads.hpp"
 
@@ -91,9 +103,8 @@ class DataParallel {
     }
 #if PARALLAX_HAS_CUDA
     for (const auto& device : s.devices)
-      s.streams.push_back(device.is_cuda() ? std::optional(c10::cuda::getStreamFromPool(
-                                                 /*isHighPriority=*/false, device.index()))
-                                           : std::nullopt);
+      s.streams.push_back(device.is_cuda() ? std::make_unique<detail::OwnedStream>(device.index())
+                                           : nullptr);
 #endif
     s.threads =
         std::make_unique<detail::ReplicaThreads>(s.devices.size(), [threads_each](std::size_t) {
@@ -140,7 +151,6 @@ class DataParallel {
       comm::copy_into(s.parameters[i], s.parameters[0]);
       comm::copy_into(s.buffers[i], s.buffers[0]);
     }
-    synchronize_devices();
   }
 
   torch::Tensor forward(const torch::Tensor& input) {
@@ -184,7 +194,7 @@ class DataParallel {
     std::vector<std::vector<torch::Tensor>> buffers;
     std::optional<int> saved_threads;
 #if PARALLAX_HAS_CUDA
-    std::vector<std::optional<c10::cuda::CUDAStream>> streams;
+    std::vector<std::unique_ptr<detail::OwnedStream>> streams;  // null: a CPU replica
 #endif
     std::unique_ptr<detail::ReplicaThreads> threads;
   };
@@ -253,44 +263,76 @@ class DataParallel {
     std::vector<int64_t> offsets(sizes.size(), 0);
     for (std::size_t i = 1; i < sizes.size(); ++i) offsets[i] = offsets[i - 1] + sizes[i - 1];
 #if PARALLAX_HAS_CUDA
-    // A batch already on a GPU was made (or copied) on the caller's stream: replica streams wait
-    // for it, and its memory is kept until they are done with it (see device_copy.hpp).
-    std::optional<at::cuda::CUDAEvent> batch_ready;
+    // Note [Replica streams]: events recorded and waited for on this (the caller's) thread,
+    // whose current streams are the ones to order with.
+    auto caller_stream = [](const torch::Device& device) {
+      return c10::cuda::getCurrentCUDAStream(device.index());
+    };
+    std::optional<at::cuda::CUDAEvent> batch_ready;  // a CUDA batch, maybe on another device
     if (batch.input.is_cuda()) {
       batch_ready.emplace();
-      batch_ready->record(c10::cuda::getCurrentCUDAStream(batch.input.device().index()));
+      batch_ready->record(caller_stream(batch.input.device()));
     }
+    std::vector<std::optional<at::cuda::CUDAEvent>> ready(sizes.size()), done(sizes.size());
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      if (s.streams[i]) {
+        ready[i].emplace();
+        ready[i]->record(caller_stream(s.devices[i]));
+        done[i].emplace();
+      }
+    auto wait_for_replicas = [&] {
+      for (std::size_t d = 0; d < sizes.size(); ++d)
+        if (s.streams[d])
+          for (auto& event : done)
+            if (event) event->block(caller_stream(s.devices[d]));
+    };
 #endif
-    s.threads->run(sizes.size(), [&](std::size_t i) {
+    auto work = [&](std::size_t i) {
       const torch::Device device = s.devices[i];
 #if PARALLAX_HAS_CUDA
       std::optional<c10::cuda::CUDAGuard> device_guard;
       std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
+      std::optional<c10::cuda::CUDAStream> stream;
       if (s.streams[i]) {
+        stream = s.streams[i]->get();
         device_guard.emplace(device.index());
-        stream_guard.emplace(*s.streams[i]);
-        if (batch_ready) batch_ready->block(*s.streams[i]);
+        stream_guard.emplace(*stream);
+        ready[i]->block(*stream);
+        if (batch_ready) batch_ready->block(*stream);
       }
+      // Recorded however the body ends: the caller's streams wait for what it queued.
+      struct RecordDone {
+        std::optional<at::cuda::CUDAEvent>& event;
+        const std::optional<c10::cuda::CUDAStream>& stream;
+        ~RecordDone() {
+          try {
+            if (stream) event->record(*stream);
+          } catch (...) {  // CUDA itself failed: the error that follows says so
+          }
+        }
+      } record_done{done[i], stream};
 #endif
       auto take = [&](const torch::Tensor& t) {
         if (!t.defined()) return t;
         const auto slice = sizes.size() == 1 ? t : t.narrow(0, offsets[i], sizes[i]);
 #if PARALLAX_HAS_CUDA
-        if (s.streams[i] && slice.device() == device) slice.record_stream(*s.streams[i]);
+        // A batch on this GPU came from the caller's stream: keep it until this one is done.
+        if (stream && slice.device() == device) slice.record_stream(*stream);
 #endif
         return slice.to(device, /*non_blocking=*/true);
       };
       body(i, Batch{take(batch.input), take(batch.target)});
+    };
 #if PARALLAX_HAS_CUDA
-      if (s.streams[i]) s.streams[i]->synchronize();
-#endif
-    });
-  }
-
-  void synchronize_devices() {
-#if PARALLAX_HAS_CUDA
-    for (const auto& device : state_->devices)
-      if (device.is_cuda()) torch::cuda::synchronize(device.index());
+    try {
+      s.threads->run(sizes.size(), work);
+    } catch (...) {
+      wait_for_replicas();
+      throw;
+    }
+    wait_for_replicas();
+#else
+    s.threads->run(sizes.size(), work);
 #endif
   }
 

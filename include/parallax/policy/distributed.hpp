@@ -26,6 +26,10 @@
 #include "parallax/policy/concept.hpp"
 #include "parallax/policy/devices.hpp"
 
+#if PARALLAX_HAS_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
 namespace parallax {
 
 namespace detail {
@@ -64,6 +68,11 @@ class Distributed {
                    ? torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(s.info.local_rank))
                    : torch::Device(torch::kCPU);
     s.device = usable_device(s.device, name());
+#if PARALLAX_HAS_CUDA
+    // This rank's GPU becomes the current device: pinned memory, streams without an index and
+    // NCCL's communicator then use it rather than cuda:0.
+    if (s.device.is_cuda()) c10::cuda::set_device(s.device.index());
+#endif
     s.model = model;
     s.model->to(s.device);
     connect();
@@ -81,9 +90,15 @@ class Distributed {
     }
   }
 
-  torch::Device input_device() const { return state_->device; }
-  Shard shard() const { return {state_->info.rank, state_->info.world_size}; }
-  int64_t min_batch() const { return 1; }
+  torch::Device input_device() const {
+    return state_->device;
+  }
+  Shard shard() const {
+    return {state_->info.rank, state_->info.world_size};
+  }
+  int64_t min_batch() const {
+    return 1;
+  }
 
   StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
     State& s = *state_;
@@ -109,8 +124,9 @@ class Distributed {
     std::vector<torch::Tensor> tensors{packed};
     c10d::AllreduceOptions allreduce;
     allreduce.timeout = options_.timeout();
-    collective("metric all-reduce",
-               [&] { s.backend->allreduce(tensors, allreduce)->wait(options_.timeout()); });
+    collective("metric all-reduce", [&] {
+      comm::wait(s.backend->allreduce(tensors, allreduce), *s.backend, options_.timeout());
+    });
     packed = packed.cpu();
     StepStats total;
     total.loss_sum = packed[0].clone();
@@ -123,10 +139,18 @@ class Distributed {
     barrier.timeout = options_.timeout();
     collective("barrier", [&] { state_->backend->barrier(barrier)->wait(options_.timeout()); });
   }
-  void set_training(bool on) { state_->model->train(on); }
-  bool is_main() const { return state_->info.rank == 0; }
-  int64_t world_size() const { return state_->info.world_size; }
-  std::string name() const { return std::string("ddp:") + B::name; }
+  void set_training(bool on) {
+    state_->model->train(on);
+  }
+  bool is_main() const {
+    return state_->info.rank == 0;
+  }
+  int64_t world_size() const {
+    return state_->info.world_size;
+  }
+  std::string name() const {
+    return std::string("ddp:") + B::name;
+  }
 
   /// While the returned guard lives, gradients stay local (no all-reduce), like DDP's no_sync():
   /// accumulate k micro-batches under it, then run the last one outside it.
@@ -143,11 +167,19 @@ class Distributed {
     Distributed* policy_;
     bool previous_;
   };
-  [[nodiscard]] NoSync no_sync() { return NoSync(*this); }
-  const RendezvousInfo& rendezvous() const { return state_->info; }
+  [[nodiscard]] NoSync no_sync() {
+    return NoSync(*this);
+  }
+  const RendezvousInfo& rendezvous() const {
+    return state_->info;
+  }
   /// The c10d backend, for collectives of your own (after bind).
-  c10d::Backend& backend() { return *state_->backend; }
-  std::size_t bucket_count() const { return state_->reducer ? state_->reducer->bucket_count() : 0; }
+  c10d::Backend& backend() {
+    return *state_->backend;
+  }
+  std::size_t bucket_count() const {
+    return state_->reducer ? state_->reducer->bucket_count() : 0;
+  }
 
  private:
   struct State {
@@ -245,7 +277,8 @@ class Distributed {
         c10d::BroadcastOptions from_rank0;
         from_rank0.timeout = options_.timeout();
         collective("broadcast from rank 0", [&] {
-          state_->backend->broadcast(buffer, from_rank0)->wait(options_.timeout());
+          comm::wait(state_->backend->broadcast(buffer, from_rank0), *state_->backend,
+                     options_.timeout());
         });
         int64_t offset = 0;
         for (auto& t : same) {
@@ -273,8 +306,12 @@ class Distributed {
     }
   }
 
-  static std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
-  static std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
+  static std::vector<uint8_t> bytes(const std::string& s) {
+    return {s.begin(), s.end()};
+  }
+  static std::string text(const std::vector<uint8_t>& b) {
+    return {b.begin(), b.end()};
+  }
 
   DistributedOptions options_;
   std::unique_ptr<State> state_;

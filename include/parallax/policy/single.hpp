@@ -44,6 +44,10 @@ class Single {
   int64_t world_size() const { return 1; }
   std::string name() const { return "single"; }
 
+ protected:
+  /// The model being trained (after bind), for policies built on Single.
+  const Model& model() const { return model_; }
+
  private:
   std::optional<torch::Device> device_;
   Model model_;
