@@ -8,7 +8,8 @@
 #   3. end to end, time to the same accuracy: the original project's pipeline (torchvision
 #      ImageFolder + DataLoader + nn.DataParallel, ResNet-50, 64 px, batch 32) vs asl_resnet.
 # Needs python3 with torch + torchvision, nvcc, cmake, ninja, and deps/ from scripts/gpu-deps.sh.
-# Prints a compact report, also written to $OUT/gpu-report.md when OUT is set. Budget: 8 min.
+# Prints a compact report, also written to $OUT/gpu-report.md when OUT is set, with the build, test
+# and benchmark logs in $OUT/logs. Budget: 8 min.
 # PARALLAX_GPU_CHECK_PARTS="build tests step train e2e" picks sections (a rerun on a warm machine
 # finds build-gpu/ built). PARALLAX_GPU_CHECK_QUICK=1 shrinks every run (to try the script on a
 # machine without a GPU).
@@ -26,6 +27,18 @@ JOBS=$(nproc)
 mkdir -p "$BUILD" "$(dirname "$REPORT")"
 : > "$REPORT"
 say() { echo "$*" | tee -a "$REPORT"; }
+# The logs come back with the report (under $OUT/logs when OUT is set), so that one run on a
+# lent machine also says why something failed; saved after each section and on exit.
+save_logs() {
+  [ -n "${OUT:-}" ] || return 0
+  mkdir -p "$OUT/logs"
+  for log in "$BUILD"/configure.log "$BUILD"/build.log "$BUILD"/ctest.log "$BUILD"/bench.log \
+             "$BUILD"/original.json "$BUILD"/runs/*.log; do
+    [ -f "$log" ] && tail -c 200000 "$log" > "$OUT/logs/$(basename "$log")"
+  done
+  return 0
+}
+trap save_logs EXIT
 elapsed() { echo "$((SECONDS))s"; }
 [ -f "$DEPS/data/asl.pxpack" ] && [ -d "$DEPS/include/range" ] ||
   { echo "gpu-check: $DEPS lacks include/ or data/ (run scripts/gpu-deps.sh on the CPU side)" >&2; exit 2; }
@@ -57,9 +70,10 @@ BIN=$BUILD/bin
 
 # ---- 2. tests (install_and_consume, a packaging test that compiles a torch program, left out) -----
 if part tests; then
-  (cd "$BUILD" && ctest -j"$JOBS" --timeout 240 -E install_and_consume > "$BUILD/ctest.log" 2>&1)
+  (cd "$BUILD" && ctest -j"$JOBS" --timeout 240 --output-on-failure -E install_and_consume > "$BUILD/ctest.log" 2>&1)
   say "- tests: $(grep -E '^[0-9]+% tests passed' "$BUILD/ctest.log") at $(elapsed)"
   grep -E '^\s+[0-9]+ - ' "$BUILD/ctest.log" | sed 's/^\s*/    /' | tee -a "$REPORT"   # failed or skipped
+  save_logs
 fi
 
 # ---- 3. training step: C++ Trainer vs Python eager -----------------------------------------------
@@ -93,6 +107,7 @@ for config in "fp32::" "bf16 + channels-last:--amp bf16 --channels-last:--amp bf
 done
 say ""
 say "(at $(elapsed))"
+save_logs
 fi
 
 # ---- 4. asl_resnet: policies x precision -----------------------------------------------------------
@@ -135,6 +150,7 @@ for policy in dp:1 ddp:nccl; do
 done
 say ""
 say "(at $(elapsed))"
+save_logs
 fi
 
 # ---- 5. end to end: the original pipeline vs asl_resnet, to the same accuracy ----------------------
