@@ -73,6 +73,30 @@ inline double max_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();
 }
 
+/// Gradients of one step of `policy` on `batch`, and parameters after `steps` SGD steps.
+template <class Policy>
+std::pair<torch::Tensor, torch::Tensor> run_steps(Policy policy, const px::Batch& batch,
+                                                  int steps) {
+  torch::manual_seed(11);
+  Net net;
+  auto model = px::make_model(net);
+  policy.bind(model, {});
+  torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.5).momentum(0.9));
+  torch::Tensor first_gradient;
+  for (int step = 0; step < steps; ++step) {
+    optimizer.zero_grad();
+    policy.forward_backward(batch, cross_entropy, 1.0);
+    if (step == 0) {
+      std::vector<torch::Tensor> grads;
+      for (const auto& p : net->parameters()) grads.push_back(p.grad().flatten().cpu());
+      first_gradient = torch::cat(grads);
+    }
+    optimizer.step();
+    policy.on_parameters_changed();
+  }
+  return {first_gradient, flat_parameters(*net)};
+}
+
 /// A dataset that records which indices were read and can be made slow or failing.
 struct RecordingDataset : torch::data::datasets::Dataset<RecordingDataset> {
   explicit RecordingDataset(int64_t n) : n(n) {}
