@@ -39,6 +39,20 @@ int64_t free_port() {
   return ntohs(address.sin_port);
 }
 
+/// A fresh Net(6, hidden, 3) seeded with `seed`, trained with SGD (momentum 0.9) under `policy`
+/// and validated on its training data: its parameters and the history.
+template <class Policy>
+std::pair<torch::Tensor, px::History> train_with_sgd(Policy policy, px::TensorDataset& data,
+                                                     uint64_t seed, int64_t hidden,
+                                                     const px::TrainerOptions& options) {
+  torch::manual_seed(seed);
+  Net net(6, hidden, 3);
+  torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  px::Trainer<Policy> trainer(net, optimizer, options, std::move(policy));
+  auto history = trainer.fit(data, data, cross_entropy);
+  return {flat_parameters(*net), std::move(history)};
+}
+
 }  // namespace
 
 TEST_SUITE("cuda") {
@@ -192,50 +206,38 @@ TEST_SUITE("cuda") {
   TEST_CASE("DataParallel<2> on one GPU in the Trainer (streams ordered by events) = Single") {
     require_cuda();
     auto data = classification_data(200);
-    auto train = [&](auto policy) {
-      torch::manual_seed(4);
-      Net net(6, 64, 3);
-      torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-      // 5 epochs x (train + validation) x 4 workers: the loader's copy streams go round torch's
-      // pool of 32 streams, which must never hand them the replicas' streams.
-      px::Trainer<decltype(policy)> trainer(
-          net, optimizer, px::TrainerOptions().epochs(5).batch_size(32).seed(1).workers(4),
-          std::move(policy));
-      const auto history = trainer.fit(data, data, cross_entropy);
-      return std::pair(flat_parameters(*net), history.epochs.back().val_loss);
-    };
-    const auto [dp, dp_loss] =
-        train(px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCUDA, torch::kCUDA})));
-    const auto [single, single_loss] = train(px::Single(torch::kCUDA));
+    // 5 epochs x (train + validation) x 4 workers: the loader's copy streams go round torch's
+    // pool of 32 streams, which must never hand them the replicas' streams.
+    const auto options = px::TrainerOptions().epochs(5).batch_size(32).seed(1).workers(4);
+    const auto [dp, dp_history] = train_with_sgd(
+        px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCUDA, torch::kCUDA})), data,
+        4, 64, options);
+    const auto [single, single_history] =
+        train_with_sgd(px::Single(torch::kCUDA), data, 4, 64, options);
     CHECK(max_difference(dp, single) <= 1e-4);
-    CHECK(dp_loss == doctest::Approx(single_loss).epsilon(1e-4));
+    CHECK(dp_history.epochs.back().val_loss ==
+          doctest::Approx(single_history.epochs.back().val_loss).epsilon(1e-4));
   }
 
 #if PARALLAX_HAS_NCCL
   TEST_CASE("Distributed<Nccl> at world size 1 trains like Single on the GPU") {
     require_cuda();
     auto data = classification_data(128);
-    auto train = [&](auto policy) {
-      torch::manual_seed(5);
-      Net net(6, 32, 3);
-      torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-      px::Trainer<decltype(policy)> trainer(
-          net, optimizer, px::TrainerOptions().epochs(2).batch_size(16).seed(1), std::move(policy));
-      const auto history = trainer.fit(data, data, cross_entropy);
-      return std::tuple(flat_parameters(*net), history.epochs.back().val_accuracy,
-                        trainer.policy().name());
-    };
+    const auto options = px::TrainerOptions().epochs(2).batch_size(16).seed(1);
     const auto rendezvous = px::RendezvousOptions()
                                 .rank(0)
                                 .world_size(1)
                                 .master_addr("127.0.0.1")
                                 .master_port(free_port());
-    const auto [nccl, nccl_accuracy, name] = train(px::Distributed<px::Nccl>(
-        px::DistributedOptions().rendezvous(rendezvous).timeout(std::chrono::seconds(60))));
-    const auto [single, single_accuracy, unused] = train(px::Single(torch::kCUDA));
-    CHECK(name == "ddp:nccl");
+    const auto [nccl, nccl_history] = train_with_sgd(
+        px::Distributed<px::Nccl>(
+            px::DistributedOptions().rendezvous(rendezvous).timeout(std::chrono::seconds(60))),
+        data, 5, 32, options);
+    const auto [single, single_history] =
+        train_with_sgd(px::Single(torch::kCUDA), data, 5, 32, options);
+    CHECK(nccl_history.policy == "ddp:nccl");
     CHECK(max_difference(nccl, single) <= 1e-6);
-    CHECK(nccl_accuracy == single_accuracy);
+    CHECK(nccl_history.epochs.back().val_accuracy == single_history.epochs.back().val_accuracy);
   }
 #endif
 
