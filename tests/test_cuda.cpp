@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 
 #include "support.hpp"
@@ -97,6 +99,14 @@ TEST_SUITE("cuda") {
 
   TEST_CASE("DataParallel<2> on CUDA (per-replica streams; coalesced across GPUs) matches Single") {
     require_cuda();
+#if PARALLAX_HAS_CUDA
+    // CTest runs the DataParallel cases a second time under cudaMallocAsync, where the replicas
+    // work on the caller's streams (Note [Replica streams]): that run must get that allocator.
+    const char* allocator = std::getenv("PYTORCH_CUDA_ALLOC_CONF");
+    const bool malloc_async =
+        allocator && std::string(allocator).find("cudaMallocAsync") != std::string::npos;
+    CHECK(px::detail::allocator_reuses_per_stream() == !malloc_async);
+#endif
     const auto data = classification_data(64);
     const px::Batch batch{data.inputs(), data.targets()};
     // Two GPUs when there are two (coalesced transfers), else two replicas on one GPU.

@@ -13,6 +13,7 @@
 #if PARALLAX_HAS_CUDA
 #include <optional>
 
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -43,6 +44,14 @@ class OwnedStream {
  private:
   std::optional<c10::cuda::CUDAStream> stream_;
 };
+
+/// Whether torch's CUDA allocator is its native caching allocator, which gives freed memory
+/// back only to work on the stream that allocated it. Its other backend, cudaMallocAsync
+/// (PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync), and pluggable allocators may hand it to
+/// any stream once the free has run on the allocating one, whatever other streams still read.
+inline bool allocator_reuses_per_stream() {
+  return c10::cuda::CUDACachingAllocator::name() == "native";
+}
 
 }  // namespace parallax::detail
 #endif

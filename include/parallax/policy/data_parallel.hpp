@@ -29,6 +29,10 @@
 // frees is only reused by that stream after its next wait, which comes after everything the
 // caller queued until then; so no record_stream is needed for it, provided nobody else works on
 // that stream: the streams are the policy's own, not torch's shared pool (policy/cuda_stream.hpp).
+// That reuse rule is the native caching allocator's. Under cudaMallocAsync a free runs on the
+// allocating stream and the memory may then go to any stream, while the caller's stream may still
+// be reading it (a replica's gradients, outputs, loss); so there the replicas work on the caller's
+// streams instead: the same results, without overlap between replicas sharing a GPU.
 #pragma once
 
 #include <algorithm>
@@ -102,9 +106,11 @@ class DataParallel {
       at::set_num_threads(threads_each);
     }
 #if PARALLAX_HAS_CUDA
+    const bool own_streams = detail::allocator_reuses_per_stream();  // Note [Replica streams]
     for (const auto& device : s.devices)
-      s.streams.push_back(device.is_cuda() ? std::make_unique<detail::OwnedStream>(device.index())
-                                           : nullptr);
+      s.streams.push_back(device.is_cuda() && own_streams
+                              ? std::make_unique<detail::OwnedStream>(device.index())
+                              : nullptr);
 #endif
     s.threads =
         std::make_unique<detail::ReplicaThreads>(s.devices.size(), [threads_each](std::size_t) {
@@ -194,7 +200,8 @@ class DataParallel {
     std::vector<std::vector<torch::Tensor>> buffers;
     std::optional<int> saved_threads;
 #if PARALLAX_HAS_CUDA
-    std::vector<std::unique_ptr<detail::OwnedStream>> streams;  // null: a CPU replica
+    // Null: a CPU replica, or one on the caller's stream (Note [Replica streams]).
+    std::vector<std::unique_ptr<detail::OwnedStream>> streams;
 #endif
     std::unique_ptr<detail::ReplicaThreads> threads;
   };
@@ -273,16 +280,20 @@ class DataParallel {
       batch_ready.emplace();
       batch_ready->record(caller_stream(batch.input.device()));
     }
+    // Each CUDA replica's stream: its own, or the caller's (taken here: current streams are
+    // per thread).
+    std::vector<std::optional<c10::cuda::CUDAStream>> streams(sizes.size());
     std::vector<std::optional<at::cuda::CUDAEvent>> ready(sizes.size()), done(sizes.size());
     for (std::size_t i = 0; i < sizes.size(); ++i)
-      if (s.streams[i]) {
+      if (s.devices[i].is_cuda()) {
+        streams[i] = s.streams[i] ? s.streams[i]->get() : caller_stream(s.devices[i]);
         ready[i].emplace();
         ready[i]->record(caller_stream(s.devices[i]));
         done[i].emplace();
       }
     auto wait_for_replicas = [&] {
       for (std::size_t d = 0; d < sizes.size(); ++d)
-        if (s.streams[d])
+        if (streams[d])
           for (auto& event : done)
             if (event) event->block(caller_stream(s.devices[d]));
     };
@@ -292,9 +303,8 @@ class DataParallel {
 #if PARALLAX_HAS_CUDA
       std::optional<c10::cuda::CUDAGuard> device_guard;
       std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
-      std::optional<c10::cuda::CUDAStream> stream;
-      if (s.streams[i]) {
-        stream = s.streams[i]->get();
+      const std::optional<c10::cuda::CUDAStream>& stream = streams[i];
+      if (stream) {
         device_guard.emplace(device.index());
         stream_guard.emplace(*stream);
         ready[i]->block(*stream);
