@@ -100,8 +100,8 @@ TEST_SUITE("cuda") {
   TEST_CASE("DataParallel<2> on CUDA (per-replica streams; coalesced across GPUs) matches Single") {
     require_cuda();
 #if PARALLAX_HAS_CUDA
-    // CTest runs the DataParallel cases a second time under cudaMallocAsync, where the replicas
-    // work on the caller's streams (Note [Replica streams]): that run must get that allocator.
+    // CTest runs the DataParallel and CudaGraphSingle cases a second time under cudaMallocAsync
+    // (Note [Replica streams]): that run must get that allocator.
     const char* allocator = std::getenv("PYTORCH_CUDA_ALLOC_CONF");
     const bool malloc_async =
         allocator && std::string(allocator).find("cudaMallocAsync") != std::string::npos;

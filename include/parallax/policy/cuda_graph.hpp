@@ -15,7 +15,11 @@
 // one) runs eagerly; a shape seen twice in a row that the graph does not fit is captured anew
 // (the eager step before it warmed cuDNN up for that shape), so the short last batch is never
 // captured and a lasting change of shape costs one capture. The optimizer step stays outside
-// the graph: with FusedAdam it is a few kernels.
+// the graph: with FusedAdam it is a few kernels. The eager steps run on the side stream too, and
+// what they leave for the caller's stream (gradients, loss) is freed there: under the native
+// caching allocator that memory returns to the side stream, which waits for the caller's before
+// its next step; under cudaMallocAsync it may go to any stream (Note [Replica streams] in
+// data_parallel.hpp), so there it is recorded as used by the caller's stream.
 // Only Single: replica threads (DataParallel) and collectives inside hooks (Distributed) would
 // have to be captured too.
 #pragma once
@@ -65,6 +69,9 @@ class CudaGraphSingle : public Single {
                     device.str());
     Single::bind(model, BindContext{{usable_device(device, "CudaGraphSingle")}});
     parameters_ = model.module->parameters();
+#if PARALLAX_HAS_CUDA
+    per_stream_reuse_ = detail::allocator_reuses_per_stream();
+#endif
   }
 
   StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
@@ -79,7 +86,15 @@ class CudaGraphSingle : public Single {
       if (steady && eager_steps_ >= warmup_steps_) return capture(batch, loss, grad_scale);
     }
     ++eager_steps_;
-    return on_side_stream([&] { return Single::forward_backward(batch, loss, grad_scale); });
+    auto stats = on_side_stream([&] { return Single::forward_backward(batch, loss, grad_scale); });
+    if (!per_stream_reuse_) {  // Note [Capturing the training step]: the caller's stream reads
+      const auto current = c10::cuda::getCurrentCUDAStream(input_device().index());
+      for (const auto& p : parameters_)
+        if (p.grad().defined()) p.grad().record_stream(current);
+      for (const auto* t : {&stats.loss_sum, &stats.correct})
+        if (t->defined()) t->record_stream(current);
+    }
+    return stats;
 #else
     return Single::forward_backward(batch, loss, grad_scale);
 #endif
@@ -230,6 +245,7 @@ class CudaGraphSingle : public Single {
   std::vector<void*> addresses_;  // parameters' storage when captured
   StepStats captured_;
   double graph_scale_ = 1.0;
+  bool per_stream_reuse_ = true;  // the native caching allocator (policy/cuda_stream.hpp)
 #endif
   torch::Device requested_;
   int64_t warmup_steps_;
