@@ -3,14 +3,15 @@
 # LibTorch, run the test suite on the GPU, then time, on the same card and in the same run:
 #   1. training-step throughput, C++ Trainer vs Python eager (ResNet-50, 64 px, batch 32, data
 #      on the GPU), fp32, bf16 + channels-last, + cuDNN benchmark, + CUDA graphs (ours);
-#   2. asl_resnet images/s for single, dp:1 and ddp:nccl (world 1), with and without
-#      --amp / --channels-last (and fp16, cuDNN benchmark, CUDA graphs);
-#   3. end to end, time to the same accuracy: the original project's pipeline (torchvision
-#      ImageFolder + DataLoader + nn.DataParallel, ResNet-50, 64 px, batch 32) vs asl_resnet.
+#   2. end to end, time to the same accuracy: the original project's pipeline (torchvision
+#      ImageFolder + DataLoader + nn.DataParallel, ResNet-50, 64 px, batch 32) vs asl_resnet;
+#   3. asl_resnet images/s for single, dp:1 and ddp:nccl (world 1), with and without
+#      --amp / --channels-last (and fp16, cuDNN benchmark, CUDA graphs) — last, as the rows it
+#      has no time for within the budget are skipped.
 # Needs python3 with torch + torchvision, nvcc, cmake, ninja, and deps/ from scripts/gpu-deps.sh.
 # Prints a compact report, also written to $OUT/gpu-report.md when OUT is set, with the build, test
 # and benchmark logs in $OUT/logs. Budget: 8 min.
-# PARALLAX_GPU_CHECK_PARTS="build tests step train e2e" picks sections (a rerun on a warm machine
+# PARALLAX_GPU_CHECK_PARTS="build tests step e2e train" picks sections (a rerun on a warm machine
 # finds build-gpu/ built). PARALLAX_GPU_CHECK_QUICK=1 shrinks every run (to try the script on a
 # machine without a GPU).
 set -uo pipefail
@@ -20,7 +21,7 @@ BUILD=${PARALLAX_GPU_BUILD:-$ROOT/build-gpu}
 PY=${PYTHON:-python3}
 REPORT=${OUT:-$BUILD}/gpu-report.md
 QUICK=${PARALLAX_GPU_CHECK_QUICK:-0}
-PARTS=" ${PARALLAX_GPU_CHECK_PARTS:-build tests step train e2e} "
+PARTS=" ${PARALLAX_GPU_CHECK_PARTS:-build tests step e2e train} "
 part() { [[ "$PARTS" == *" $1 "* ]]; }
 SAMPLES=0; [ "$QUICK" = 1 ] && SAMPLES=96   # images per training run (0: all)
 JOBS=$(nproc)
@@ -113,50 +114,7 @@ say "(at $(elapsed))"
 save_logs
 fi
 
-# ---- 4. asl_resnet: policies x precision -----------------------------------------------------------
-if part train; then
-epochs=2
-PACK=$DEPS/data/asl.pxpack
-say ""
-say "## asl_resnet train, ResNet-50, 64 px, batch 32, $epochs epochs on $(basename "$PACK") (faster epoch, images/s)"
-say ""
-say "| policy | flags | images/s | val accuracy |"
-say "|---|---|---|---|"
-run_train() {  # run_train POLICY FLAGS...
-  local policy=$1
-  shift
-  if [ $SECONDS -gt 420 ]; then say "| $policy | $* | skipped: over the time budget | |"; return; fi
-  local out="$BUILD/runs/${policy/:/-}$(echo "$*" | tr -d ' -')"
-  rm -rf "$out"
-  if "$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$epochs" \
-       --samples "$SAMPLES" --workers 4 --policy "$policy" --out "$out" "$@" > "$out.log" 2>&1; then
-    "$PY" - "$out/metrics.json" "$policy" "$*" <<'PY' | tee -a "$REPORT"
-import json, sys
-m = json.load(open(sys.argv[1]))
-best = max(e["images_per_second"] for e in m["epochs"])
-print(f"| {sys.argv[2]} | {sys.argv[3] or '-'} | {best:.0f} | {100 * m['val_accuracy']:.1f}% |")
-PY
-  else
-    say "| $policy | $* | FAILED: $(tail -n 1 "$out.log") | |"
-  fi
-}
-mkdir -p "$BUILD/runs"
-run_train single
-run_train single --amp --channels-last
-run_train single --amp --channels-last --cudnn-benchmark
-run_train single --amp --channels-last --cudnn-benchmark --cuda-graphs
-run_train single --amp --amp-dtype fp16 --channels-last
-for policy in dp:1 ddp:nccl; do
-  [ "$DEVICE" = cpu ] && [ "$policy" = ddp:nccl ] && policy=ddp:gloo
-  run_train $policy
-  run_train $policy --amp --channels-last
-done
-say ""
-say "(at $(elapsed))"
-save_logs
-fi
-
-# ---- 5. end to end: the original pipeline vs asl_resnet, to the same accuracy ----------------------
+# ---- 4. end to end: the original pipeline vs asl_resnet, to the same accuracy ----------------------
 if part e2e; then
 e2e_epochs=5; [ "$QUICK" = 1 ] && e2e_epochs=2
 PACK=$DEPS/data/asl.pxpack
@@ -166,6 +124,7 @@ say ""
 "$PY" "$ROOT/bench/original_pipeline.py" --data "$DEPS/data/asl" --epochs "$e2e_epochs" --workers 4 \
   --samples "$([ "$SAMPLES" = 0 ] && echo 10000 || echo "$SAMPLES")" --device "$DEVICE" \
   > "$BUILD/original.json" 2>> "$BUILD/bench.log"
+mkdir -p "$BUILD/runs"
 rm -rf "$BUILD/runs/e2e"
 e2e_start=$(date +%s.%N)
 "$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$e2e_epochs" \
@@ -209,6 +168,53 @@ print("ratio: %.1fx training; %.1fx counting the one-time `asl_resnet prepare` o
       "measured on the CPU side: %s cores, %s)" % (first(oe) / first(ue), first(oe) / (first(ue) + seconds),
       seconds, prepare["cores"], prepare["cpu"]))
 PY
+say ""
+say "(at $(elapsed))"
+save_logs
 fi
+
+# ---- 5. asl_resnet: policies x precision -----------------------------------------------------------
+if part train; then
+epochs=2
+PACK=$DEPS/data/asl.pxpack
+say ""
+say "## asl_resnet train, ResNet-50, 64 px, batch 32, $epochs epochs on $(basename "$PACK") (faster epoch, images/s)"
+say ""
+say "| policy | flags | images/s | val accuracy |"
+say "|---|---|---|---|"
+run_train() {  # run_train POLICY FLAGS...
+  local policy=$1
+  shift
+  if [ $SECONDS -gt 420 ]; then say "| $policy | $* | skipped: over the time budget | |"; return; fi
+  local out="$BUILD/runs/${policy/:/-}$(echo "$*" | tr -d ' -')"
+  rm -rf "$out"
+  if "$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$epochs" \
+       --samples "$SAMPLES" --workers 4 --policy "$policy" --out "$out" "$@" > "$out.log" 2>&1; then
+    "$PY" - "$out/metrics.json" "$policy" "$*" <<'PY' | tee -a "$REPORT"
+import json, sys
+m = json.load(open(sys.argv[1]))
+best = max(e["images_per_second"] for e in m["epochs"])
+print(f"| {sys.argv[2]} | {sys.argv[3] or '-'} | {best:.0f} | {100 * m['val_accuracy']:.1f}% |")
+PY
+  else
+    say "| $policy | $* | FAILED: $(tail -n 1 "$out.log") | |"
+  fi
+}
+mkdir -p "$BUILD/runs"
+run_train single
+run_train single --amp --channels-last
+run_train single --amp --channels-last --cudnn-benchmark
+run_train single --amp --channels-last --cudnn-benchmark --cuda-graphs
+run_train single --amp --amp-dtype fp16 --channels-last
+for policy in dp:1 ddp:nccl; do
+  [ "$DEVICE" = cpu ] && [ "$policy" = ddp:nccl ] && policy=ddp:gloo
+  run_train $policy
+  run_train $policy --amp --channels-last
+done
+say ""
+say "(at $(elapsed))"
+save_logs
+fi
+
 say ""
 say "total: $(elapsed)"
