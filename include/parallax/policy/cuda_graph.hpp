@@ -19,7 +19,9 @@
 // what they leave for the caller's stream (gradients, loss) is freed there: under the native
 // caching allocator that memory returns to the side stream, which waits for the caller's before
 // its next step; under cudaMallocAsync it may go to any stream (Note [Replica streams] in
-// data_parallel.hpp), so there it is recorded as used by the caller's stream.
+// data_parallel.hpp), so there it is recorded as used by the caller's stream. The last step's
+// gradients outlive the policy and are freed through its side stream, which therefore lives on
+// (Note [Owned streams]).
 // Only Single: replica threads (DataParallel) and collectives inside hooks (Distributed) would
 // have to be captured too.
 #pragma once
@@ -89,10 +91,15 @@ class CudaGraphSingle : public Single {
     auto stats = on_side_stream([&] { return Single::forward_backward(batch, loss, grad_scale); });
     if (!per_stream_reuse_) {  // Note [Capturing the training step]: the caller's stream reads
       const auto current = c10::cuda::getCurrentCUDAStream(input_device().index());
-      for (const auto& p : parameters_)
-        if (p.grad().defined()) p.grad().record_stream(current);
-      for (const auto* t : {&stats.loss_sum, &stats.correct})
-        if (t->defined()) t->record_stream(current);
+      auto used_by_caller = [&](const torch::Tensor& t) {
+        if (!t.defined()) return;
+        if (!t.is_sparse()) return t.record_stream(current);
+        t._indices().record_stream(current);  // a sparse tensor is its two dense parts
+        t._values().record_stream(current);
+      };
+      for (const auto& p : parameters_) used_by_caller(p.grad());
+      used_by_caller(stats.loss_sum);
+      used_by_caller(stats.correct);
     }
     return stats;
 #else
@@ -161,7 +168,7 @@ class CudaGraphSingle : public Single {
     after.block(current);
     return stats;
   }
-  /// A stream of the policy's own (policy/cuda_stream.hpp): never one of the loader's copy
+  /// A stream of the policy's own (Note [Owned streams]): never one of the loader's copy
   /// streams, which must not be the stream being captured.
   c10::cuda::CUDAStream side_stream() {
     if (!side_) side_ = std::make_unique<detail::OwnedStream>(input_device().index());

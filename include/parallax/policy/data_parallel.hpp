@@ -3,10 +3,11 @@
 // Note [Replica 0 is the master]
 // The master model (the one the optimizer holds) is also replica 0: it lives on devices[0] and
 // runs its slice on the caller's thread, accumulating straight into its own .grad. Replicas
-// 1..N-1 are persistent copies, each driven by its own thread (and CUDA stream). After their
-// backward passes their gradients are added into the master's, the optimizer steps once, and
-// on_parameters_changed() copies parameters and buffers back into the replicas. As in PyTorch's
-// nn.DataParallel, buffers (BatchNorm running statistics) follow replica 0's slice.
+// 1..N-1 are persistent copies, each driven by its own thread (and on CUDA a stream: Note
+// [Replica streams]). After their backward passes their gradients are added into the master's,
+// the optimizer steps once, and on_parameters_changed() copies parameters and buffers back into
+// the replicas. As in PyTorch's nn.DataParallel, buffers (BatchNorm running statistics) follow
+// replica 0's slice.
 //
 // Note [Weighting slices]
 // A batch of n examples is split into slices n_0..n_k-1 that differ by at most one. Replica i
@@ -20,19 +21,20 @@
 // max(1, threads / N) intra-op threads, restored when the policy is destroyed.
 //
 // Note [Replica streams]
-// On CUDA each replica works on a stream of its own, so that replicas sharing a GPU overlap.
-// The streams are ordered with events, never by waiting on the host: before a step each
-// replica's stream waits for what the caller's stream on its device (and on the batch's) has
-// queued so far (the batch, the optimizer step, parameters copied into the replicas), and after
-// it, even when a replica failed, the caller's streams wait for every replica's stream before
-// gradients are summed and outputs gathered. Memory a replica's stream allocates and the caller
-// frees is only reused by that stream after its next wait, which comes after everything the
-// caller queued until then; so no record_stream is needed for it, provided nobody else works on
-// that stream: the streams are the policy's own, not torch's shared pool (policy/cuda_stream.hpp).
-// That reuse rule is the native caching allocator's. Under cudaMallocAsync a free runs on the
-// allocating stream and the memory may then go to any stream, while the caller's stream may still
-// be reading it (a replica's gradients, outputs, loss); so there the replicas work on the caller's
-// streams instead: the same results, without overlap between replicas sharing a GPU.
+// On CUDA each replica works on a stream of its own (but see the end of this note), so that
+// replicas sharing a GPU overlap. The streams are ordered with events, never by waiting on the
+// host: before a step each replica's stream waits for what the caller's stream on its device
+// (and on the batch's) has queued so far (the batch, the optimizer step, parameters copied into
+// the replicas), and after it, even when a replica failed, the caller's streams wait for every
+// replica's stream before gradients are summed and outputs gathered. Memory a replica's stream
+// allocates and the caller frees is only reused by that stream after its next wait, which comes
+// after everything the caller queued until then; so no record_stream is needed for it, provided
+// nobody else works on that stream: the streams are the policy's own, not torch's shared pool
+// (Note [Owned streams]). That reuse rule is the native caching allocator's. Under
+// cudaMallocAsync a free runs on the allocating stream and the memory may then go to any stream,
+// while the caller's stream may still be reading it (a replica's gradients, outputs, loss); so
+// there the replicas work on the caller's streams instead: the same results, without overlap
+// between replicas sharing a GPU.
 #pragma once
 
 #include <algorithm>
@@ -263,7 +265,8 @@ class DataParallel {
     return sizes;
   }
 
-  /// Runs body(i, slice_i) on replica i's thread (and CUDA stream), slices moved to its device.
+  /// Runs body(i, slice_i) on replica i's thread (and CUDA stream: Note [Replica streams]),
+  /// slices moved to its device.
   template <class Body>
   void run_on_replicas(const std::vector<int64_t>& sizes, const Batch& batch, Body&& body) {
     State& s = *state_;
@@ -327,7 +330,7 @@ class DataParallel {
         const auto slice = sizes.size() == 1 ? t : t.narrow(0, offsets[i], sizes[i]);
 #if PARALLAX_HAS_CUDA
         // A batch on this GPU came from the caller's stream: keep it until this one is done.
-        if (stream && slice.device() == device) slice.record_stream(*stream);
+        if (s.streams[i] && slice.device() == device) slice.record_stream(*stream);
 #endif
         return slice.to(device, /*non_blocking=*/true);
       };
