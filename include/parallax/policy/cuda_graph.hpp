@@ -20,8 +20,8 @@
 // caching allocator that memory returns to the side stream, which waits for the caller's before
 // its next step; under cudaMallocAsync it may go to any stream (Note [Replica streams] in
 // data_parallel.hpp), so there it is recorded as used by the caller's stream. The last step's
-// gradients outlive the policy and are freed through its side stream, which therefore lives on
-// (Note [Owned streams]).
+// gradients outlive the policy, and cudaMallocAsync frees eager ones on the side stream, which
+// therefore lives on (Note [Owned streams]).
 // Only Single: replica threads (DataParallel) and collectives inside hooks (Distributed) would
 // have to be captured too.
 #pragma once

@@ -6,11 +6,14 @@
 // later shared. The native caching allocator keeps freed memory per stream: memory freed into a
 // shared stream's cache could go to another user's work before the owner's pending kernels are
 // done with it. A stream taken here is used by its owner alone while the owner lives.
-// It is never destroyed, though: memory allocated on it outlives its owner (a model keeps the
-// last step's gradients), and torch's allocators go back to that stream when it is freed
-// (cudaMallocAsync frees on it, recorded streams get events), where a destroyed handle would
-// fail inside a tensor's deleter. Like torch's own pool streams, these live for the process;
-// an owner's end returns its stream (its work finished) to a per-device free list for the next.
+// It is never destroyed, though: what was allocated on it or recorded it outlives its owner (a
+// model keeps the last step's gradients), and torch goes back to the stream when that is freed
+// (cudaMallocAsync frees on it; a recorded stream gets an event), where a destroyed handle is
+// undefined behaviour. Like torch's own pool streams, these live for the process: an owner's end
+// returns its stream, once its work is done, to a per-device free list for the next owner. Memory
+// the previous owner's tensors freed into the stream's cache may then go to the next owner's
+// work, which starts by waiting for its caller's stream: safe when owners on a device are driven
+// from the same stream (the Trainer's current stream), as Note [Replica streams] assumes.
 #pragma once
 
 #include "parallax/config.hpp"
@@ -33,6 +36,7 @@ class OwnedStream {
   /// A non-blocking stream on CUDA device `device` (it does not wait for the legacy default
   /// stream, like torch's pool streams) that nobody else holds.
   explicit OwnedStream(c10::DeviceIndex device) {
+    TORCH_CHECK(device >= 0, "parallax: OwnedStream needs a CUDA device index, got ", device);
     cudaStream_t raw = nullptr;
     {
       std::lock_guard lock(free_streams().mutex);
@@ -50,8 +54,13 @@ class OwnedStream {
   }
   ~OwnedStream() {
     c10::cuda::CUDAGuard guard(stream_->device_index());
-    // A destructor reports nothing: errors here would be those of earlier work.
-    (void)cudaStreamSynchronize(stream_->stream());
+    // A destructor reports nothing: errors here would be those of earlier work. A stream that
+    // failed, or is left capturing (a capture that could not end), is not handed on.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamSynchronize(stream_->stream()) != cudaSuccess ||
+        cudaStreamIsCapturing(stream_->stream(), &capture) != cudaSuccess ||
+        capture != cudaStreamCaptureStatusNone)
+      return;
     try {
       std::lock_guard lock(free_streams().mutex);
       free_streams().by_device[stream_->device_index()].push_back(stream_->stream());

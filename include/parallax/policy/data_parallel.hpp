@@ -30,11 +30,11 @@
 // allocates and the caller frees is only reused by that stream after its next wait, which comes
 // after everything the caller queued until then; so no record_stream is needed for it, provided
 // nobody else works on that stream: the streams are the policy's own, not torch's shared pool
-// (Note [Owned streams]). That reuse rule is the native caching allocator's. Under
-// cudaMallocAsync a free runs on the allocating stream and the memory may then go to any stream,
-// while the caller's stream may still be reading it (a replica's gradients, outputs, loss); so
-// there the replicas work on the caller's streams instead: the same results, without overlap
-// between replicas sharing a GPU.
+// (Note [Owned streams], which also says when one is handed on). That reuse rule is the native
+// caching allocator's. Under cudaMallocAsync a free runs on the allocating stream and the memory
+// may then go to any stream, while the caller's stream may still be reading it (a replica's
+// gradients, outputs, loss); so there the replicas work on the caller's streams instead: the same
+// results, without overlap between replicas sharing a GPU.
 #pragma once
 
 #include <algorithm>
