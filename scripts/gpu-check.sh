@@ -17,6 +17,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS=${PARALLAX_DEPS:-$ROOT/deps}
+PACK=$DEPS/data/asl.pxpack   # the packed cache both training sections read
 BUILD=${PARALLAX_GPU_BUILD:-$ROOT/build-gpu}
 PY=${PYTHON:-python3}
 REPORT=${OUT:-$BUILD}/gpu-report.md
@@ -41,7 +42,7 @@ save_logs() {
 }
 trap save_logs EXIT
 elapsed() { echo "$((SECONDS))s"; }
-[ -f "$DEPS/data/asl.pxpack" ] && [ -d "$DEPS/include/range" ] ||
+[ -f "$PACK" ] && [ -d "$DEPS/include/range" ] ||
   { echo "gpu-check: $DEPS lacks include/ or data/ (run scripts/gpu-deps.sh on the CPU side)" >&2; exit 2; }
 
 DEVICE=cuda
@@ -68,6 +69,7 @@ if [ $build != 0 ]; then
   exit 1
 fi
 BIN=$BUILD/bin
+mkdir -p "$BUILD/runs"
 
 # ---- 2. tests (install_and_consume, a packaging test that compiles a torch program, left out) -----
 if part tests; then
@@ -117,14 +119,12 @@ fi
 # ---- 4. end to end: the original pipeline vs asl_resnet, to the same accuracy ----------------------
 if part e2e; then
 e2e_epochs=5; [ "$QUICK" = 1 ] && e2e_epochs=2
-PACK=$DEPS/data/asl.pxpack
 say ""
 say "## End to end, same images, same model (ResNet-50, 64 px, batch 32, Adam 1e-3, 80/20 split)"
 say ""
 "$PY" "$ROOT/bench/original_pipeline.py" --data "$DEPS/data/asl" --epochs "$e2e_epochs" --workers 4 \
   --samples "$([ "$SAMPLES" = 0 ] && echo 10000 || echo "$SAMPLES")" --device "$DEVICE" \
   > "$BUILD/original.json" 2>> "$BUILD/bench.log"
-mkdir -p "$BUILD/runs"
 rm -rf "$BUILD/runs/e2e"
 e2e_start=$(date +%s.%N)
 "$BIN/asl_resnet" train --data "$PACK" --arch resnet50 --image-size 64 --batch-size 32 --epochs "$e2e_epochs" \
@@ -176,7 +176,6 @@ fi
 # ---- 5. asl_resnet: policies x precision -----------------------------------------------------------
 if part train; then
 epochs=2
-PACK=$DEPS/data/asl.pxpack
 say ""
 say "## asl_resnet train, ResNet-50, 64 px, batch 32, $epochs epochs on $(basename "$PACK") (faster epoch, images/s)"
 say ""
@@ -200,7 +199,6 @@ PY
     say "| $policy | $* | FAILED: $(tail -n 1 "$out.log") | |"
   fi
 }
-mkdir -p "$BUILD/runs"
 run_train single
 run_train single --amp --channels-last
 run_train single --amp --channels-last --cudnn-benchmark
