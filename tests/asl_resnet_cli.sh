@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # asl_resnet end to end on a tiny synthetic set: synth (deterministic) -> prepare -> train with
-# single, dp:2 and ddp:gloo --nproc 2 -> eval -> predict; model.pt loads into torchvision;
+# single, dp:2 and ddp:gloo --nproc 2 (also under SLURM's variables) -> eval -> predict; model.pt loads into torchvision;
 # --pretrained with a torchvision state dict and --freeze-backbone; --amp (bf16, fp16 with loss
 # scaling), --channels-last and --augment train. Usage: asl_resnet_cli.sh ASL_RESNET PYTHON
 set -euo pipefail
@@ -40,6 +40,18 @@ check "$DIR/single" single 1
 check "$DIR/dp2" dp:2 2
 "$BIN" train --data "$DIR/pack.pxpack" --policy ddp:gloo --nproc 2 "${common[@]}" --out "$DIR/ddp" > /dev/null
 check "$DIR/ddp" ddp:gloo 2
+# Started by srun (SLURM's variables, two tasks), `train --nproc 2` joins that job instead of
+# launching one of its own: one job of two ranks, where only rank 0 reports.
+port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+slurm=(env SLURM_NTASKS=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" timeout 120 "$BIN" train
+       --data "$DIR/pack.pxpack" --policy ddp:gloo --nproc 2 "${common[@]}" --out "$DIR/slurm")
+SLURM_PROCID=1 SLURM_LOCALID=1 "${slurm[@]}" > "$DIR/slurm1.log" 2>&1 &
+rank1=$!
+SLURM_PROCID=0 SLURM_LOCALID=0 "${slurm[@]}" > "$DIR/slurm0.log" 2>&1
+wait $rank1
+check "$DIR/slurm" ddp:gloo 2
+grep -q "val accuracy" "$DIR/slurm0.log"
+! grep -q "val accuracy" "$DIR/slurm1.log"
 "$BIN" train --data "$DIR/pack.pxpack" --amp --channels-last --augment --schedule cosine --arch resnet50 "${common[@]}" --out "$DIR/amp" > /dev/null
 check "$DIR/amp" single 1
 "$BIN" train --data "$DIR/pack.pxpack" --amp --amp-dtype fp16 --cudnn-benchmark "${common[@]}" --out "$DIR/fp16" > /dev/null

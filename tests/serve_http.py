@@ -2,7 +2,8 @@
 
 The page, /healthz, /predict (multipart and raw bodies; answers equal to `asl_resnet predict`),
 the error statuses (413, 400, 404, 405) with JSON bodies, 50 concurrent requests, a fuzz loop
-whose memory stays flat, SIGTERM, and refusal of a missing or broken model directory (exit 2).
+whose memory stays flat, SIGTERM, and refusal of a missing or broken model directory or of a
+port already in use (exit 2).
 Prints "serve http: ok"."""
 import concurrent.futures
 import io
@@ -69,6 +70,12 @@ try:
     status, _, body = request(url + "/healthz")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok" and len(health["classes"]) == 29, health
+
+    # A second server on the same port is refused (it must not share the port with this one).
+    port = url.rsplit(":", 1)[1]
+    out = subprocess.run([BIN, "serve", "--model", MODEL, "--port", port], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "cannot listen on 127.0.0.1:" + port in out.stderr, out
 
     # Answers equal the command line's, for a multipart upload and a raw body alike.
     files = sorted(os.path.join(IMAGES, c, c + "1.jpg") for c in health["classes"])

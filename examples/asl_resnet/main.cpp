@@ -25,6 +25,7 @@
 #include <parallax/parallax.hpp>
 
 #include "image_files.hpp"
+#include "output_paths.hpp"
 #include "study.hpp"
 #include "train.hpp"
 #if ASL_IMAGE_FILES
@@ -40,13 +41,13 @@ namespace px = parallax;
 
 namespace asl {
 
-fs::path default_data(const char* argv0) {
+fs::path default_data() {
 #if !ASL_IMAGE_FILES
-  (void)argv0;
   throw parallax::InputError(
       "asl_resnet was built without OpenCV: give --data FILE.pxpack (there is no synthetic set)");
 #else
-  const auto root = fs::weakly_canonical(fs::path(argv0)).parent_path().parent_path() / "asl-data";
+  // Beside build/bin/, found from the executable itself (argv[0] may be a bare name from PATH).
+  const auto root = fs::canonical("/proc/self/exe").parent_path().parent_path() / "asl-data";
   // The marker names the generator's version and size: a set drawn by an older synth, or one
   // whose writing was interrupted (the marker comes last), is drawn again.
   const std::string marker = "synth v" + std::to_string(synth_version) + ", " +
@@ -181,7 +182,7 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& error) {
       throw px::InputError("asl_resnet: " + std::string(error.what()));
     }
-    if (*study_cmd) return asl::study(s, argv[0]);
+    if (*study_cmd) return asl::study(s);
 #if !ASL_IMAGE_FILES
     for (const auto* command : missing)
       if (*command)
@@ -190,14 +191,15 @@ int main(int argc, char** argv) {
 #else
     const auto threads = static_cast<int>(std::thread::hardware_concurrency());
     if (*synth) {
+      asl::require_writable_output(synth_out, "--out", asl::Output::directory);
       asl::synthesize(synth_out, per_class, synth_seed, threads);
       std::printf("wrote %zu classes x %d images to %s\n", asl::class_names().size(), per_class,
                   synth_out.c_str());
       return 0;
     }
     if (*prepare) {
-      const fs::path data =
-          prepare_data.empty() ? asl::default_data(argv[0]) : fs::path(prepare_data);
+      asl::require_writable_output(prepare_out, "--out", asl::Output::file);
+      const fs::path data = prepare_data.empty() ? asl::default_data() : fs::path(prepare_data);
       px::ImageFolder folder(asl::train_folder(data), px::ImageOptions().image_size(prepare_size));
       px::ProgressLine progress("prepare", static_cast<int64_t>(*folder.size()), "images/s");
       const auto report = px::pack_images(folder, *folder.size(), prepare_out, threads, strict,
@@ -209,7 +211,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*eval_cmd) {
-      const fs::path data = e.data.empty() ? asl::default_data(argv[0]) : fs::path(e.data);
+      if (!e.json.empty()) asl::require_writable_output(e.json, "--json", asl::Output::file);
+      const fs::path data = e.data.empty() ? asl::default_data() : fs::path(e.data);
       return asl::evaluate(e, data);
     }
     if (*predict_cmd) return asl::predict(p);

@@ -196,6 +196,13 @@ inline int serve(const ServeArgs& a) {
         detail::send_json(response, 500, {{"error", message}});
       });
 
+  // cpp-httplib's default socket options set SO_REUSEPORT, with which a second server binds the
+  // same port and the kernel splits the connections between the two: only SO_REUSEADDR here (a
+  // restart may bind while old connections linger), so a port in use is refused.
+  server.set_socket_options([](socket_t socket) {
+    int yes = 1;
+    ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   parallax::detail::require(server.bind_to_port(a.host, a.port), "cannot listen on ", a.host, ":",
                             a.port, " (--host/--port: in use or not an address of this machine)");
   // stop() only acts on a running server: a signal that comes before listening starts waits

@@ -33,6 +33,7 @@
 #include <parallax/parallax.hpp>
 
 #include "models.hpp"
+#include "output_paths.hpp"
 #include "study_report.hpp"
 #include "train.hpp"
 
@@ -40,7 +41,7 @@ extern char** environ;
 
 namespace asl {
 
-std::filesystem::path default_data(const char* argv0);
+std::filesystem::path default_data();
 
 struct StudyArgs {
   std::string data, out = "study", archs = "resnet18,linear", policies = "single,dp,ddp",
@@ -124,7 +125,7 @@ inline std::string last_line(const std::filesystem::path& log) {
 
 }  // namespace detail
 
-inline int study(const StudyArgs& s, const char* argv0) {
+inline int study(const StudyArgs& s) {
   namespace fs = std::filesystem;
   using parallax::detail::require;
   for (const auto& arch : detail::split_list(s.archs)) make_network(arch, 2, s.image_size);
@@ -142,7 +143,7 @@ inline int study(const StudyArgs& s, const char* argv0) {
            : std::min<int64_t>(4, std::max<unsigned>(1, std::thread::hardware_concurrency()));
   const int64_t devices = s.max_devices > 0 ? std::min(s.max_devices, available) : available;
   const std::string kind = cuda ? "cuda" : "cpu";
-  const fs::path data = s.data.empty() ? default_data(argv0) : fs::path(s.data);
+  const fs::path data = s.data.empty() ? default_data() : fs::path(s.data);
   // Bad data is refused here, in one line, before any run or directory. A folder is kept to
   // be packed below.
   const auto options = parallax::ImageOptions().image_size(s.image_size);
@@ -211,8 +212,9 @@ inline int study(const StudyArgs& s, const char* argv0) {
     add(run);
   }
   require(!runs.empty(), "study: nothing to run (empty --scaling and --archs)");
+  require_writable_output(s.out, "--out", Output::directory);
 
-  const bool created = !fs::exists(s.out);
+  const fs::path made = first_missing(s.out);  // removed again if a run refuses its input
   fs::create_directories(fs::path(s.out) / "runs");
   // Every run trains on a packed cache, so the study times training, not JPEG decoding (which
   // would compete with the compute for the same cores): a folder is decoded once, here.
@@ -259,7 +261,7 @@ inline int study(const StudyArgs& s, const char* argv0) {
     const int status = detail::run_logged(args, log);
     if (status == 2) {  // the run refused its input: so does the study, leaving nothing behind
       const std::string reason = detail::last_line(log);
-      if (created) fs::remove_all(s.out);
+      if (!made.empty()) fs::remove_all(made);
       throw parallax::InputError("study: run " + run.name() + ": " + reason);
     }
     if (status != 0)

@@ -19,6 +19,7 @@
 
 #include "image_files.hpp"
 #include "models.hpp"
+#include "output_paths.hpp"
 #include "weights.hpp"
 
 namespace asl {
@@ -77,9 +78,9 @@ inline torch::Tensor cross_entropy(const torch::Tensor& output, const torch::Ten
   return torch::nn::functional::cross_entropy(output, target);
 }
 
+/// Rank 0 of a job (torchrun, srun, mpirun, --nproc), or a process on its own.
 inline bool is_main_process() {
-  const char* rank = std::getenv("RANK");
-  return rank == nullptr || std::string(rank) == "0";
+  return px::resolve_rendezvous().rank == 0;
 }
 
 /// The model a TrainArgs asks for: architecture, pretrained weights, frozen backbone, memory
@@ -155,8 +156,9 @@ int train_with(const TrainArgs& a, const std::shared_ptr<Data>& data,
   px::Trainer<Policy> trainer(network.model, *optimizer, std::move(options), std::move(policy));
   const fs::path out = a.out;
   // Bad input found once training starts (e.g. a batch too small for the policy's replicas)
-  // must not leave an output directory behind: one created here is removed again then.
-  const bool created = fs::create_directories(out);
+  // must not leave an output directory behind: what is created here is removed again then.
+  const fs::path made = first_missing(out);
+  fs::create_directories(out);
   trainer.add_callback(std::make_shared<px::ProgressBar>())
       .add_callback(std::make_shared<px::MetricsLog>(out / "metrics.csv", ""))
       .add_callback(std::make_shared<px::Checkpoint>(out / "checkpoint.pt"));
@@ -169,7 +171,7 @@ int train_with(const TrainArgs& a, const std::shared_ptr<Data>& data,
                   : (validate ? trainer.fit(train_set, val_set, cross_entropy)
                               : trainer.fit(train_set, cross_entropy));
   } catch (const px::InputError&) {
-    if (created && trainer.policy().is_main()) fs::remove_all(out);
+    if (!made.empty() && trainer.policy().is_main()) fs::remove_all(made);
     throw;
   }
   if (!trainer.policy().is_main()) return 0;
@@ -180,28 +182,36 @@ int train_with(const TrainArgs& a, const std::shared_ptr<Data>& data,
   return 0;
 }
 
+/// The devices of --policy dp:N (refused, naming the flag, when N is not a number or there are
+/// not that many devices).
+inline std::vector<torch::Device> dp_devices(const TrainArgs& a) {
+  int64_t replicas = 0;
+  try {
+    replicas = std::stoll(a.policy.substr(3));
+  } catch (const std::exception&) {
+    throw px::InputError("--policy " + a.policy + ": dp:N needs a number of replicas");
+  }
+  return px::replica_devices(replicas, "--policy " + a.policy);
+}
+
 template <class Data>
 int train_on(const TrainArgs& a, const std::shared_ptr<Data>& data,
              const std::vector<std::string>& classes, const fs::path& source) {
   const auto size = static_cast<int64_t>(*data->size());
   px::detail::require(a.samples <= size, "--samples ", a.samples, " is more than the ", size,
                       " images in '", source.string(), "'");
+  const int64_t used = a.samples > 0 ? a.samples : size;
+  px::detail::require(a.val_split == 0 || px::validation_size(used, a.val_split) > 0,
+                      "--val-split ", a.val_split, " of ", used,
+                      " images leaves no validation image (use more images, or --val-split 0)");
   if (a.policy == "single")
     return a.cuda_graphs ? train_with(a, data, classes, px::CudaGraphSingle())
                          : train_with(a, data, classes, px::Single());
   px::detail::require(!a.cuda_graphs, "--cuda-graphs needs --policy single, got --policy ",
                       a.policy);
-  if (a.policy.rfind("dp:", 0) == 0) {
-    int64_t replicas = 0;
-    try {
-      replicas = std::stoll(a.policy.substr(3));
-    } catch (const std::exception&) {
-      throw px::InputError("--policy " + a.policy + ": dp:N needs a number of replicas");
-    }
-    const auto devices = px::replica_devices(replicas, "--policy " + a.policy);
+  if (a.policy.rfind("dp:", 0) == 0)
     return train_with(a, data, classes,
-                      px::DataParallel<0>(px::DataParallelOptions().devices(devices)));
-  }
+                      px::DataParallel<0>(px::DataParallelOptions().devices(dp_devices(a))));
   if (a.policy == "ddp:gloo") return train_with(a, data, classes, px::Distributed<px::Gloo>());
 #if PARALLAX_HAS_NCCL
   if (a.policy == "ddp:nccl") return train_with(a, data, classes, px::Distributed<px::Nccl>());
@@ -210,28 +220,34 @@ int train_on(const TrainArgs& a, const std::shared_ptr<Data>& data,
 }
 
 /// The embedded default data set: synthesised next to the binary on first use.
-fs::path default_data(const char* argv0);
+fs::path default_data();
 
 inline int train(const TrainArgs& a, int argc, char** argv) {
   const bool known_policy = a.policy == "single" || a.policy.rfind("dp:", 0) == 0 ||
                             a.policy == "ddp:gloo" || a.policy == "ddp:nccl";
   px::detail::require(known_policy, "unknown --policy '", a.policy,
                       "' (single | dp:N | ddp:gloo | ddp:nccl)");
-  {  // refuse an unknown architecture or a too small image before anything runs
+  // Refused before any image is read: an unknown architecture or a too small image, a dp:N
+  // asking for more devices than there are, an --out that cannot be written.
+  {
     std::vector<torch::Tensor> unused;
     TrainArgs probe = a;
     probe.pretrained.clear();
     build_network(probe, 2, unused);
   }
-  // --nproc N with a ddp policy: become the launcher of N ranks running the same command.
-  if (a.nproc > 1 && !std::getenv("RANK")) {
+  if (a.policy.rfind("dp:", 0) == 0) dp_devices(a);
+  const px::RendezvousInfo job = px::resolve_rendezvous();
+  if (job.rank == 0) require_writable_output(a.out, "--out", Output::directory);
+  // --nproc N with a ddp policy: become the launcher of N ranks running the same command, unless
+  // already one of a job's processes (torchrun, srun, mpirun: those ranks train together).
+  if (a.nproc > 1 && job.world_size == 1) {
     px::detail::require(a.policy.rfind("ddp:", 0) == 0, "--nproc needs a ddp policy, got --policy ",
                         a.policy);
     px::LaunchOptions launch;
     launch.nproc = static_cast<int>(a.nproc);
     return px::launch_local(std::vector<std::string>(argv, argv + argc), launch);
   }
-  const fs::path data = a.data.empty() ? default_data(argv[0]) : fs::path(a.data);
+  const fs::path data = a.data.empty() ? default_data() : fs::path(a.data);
   const auto options = px::ImageOptions().image_size(a.image_size);
   if (fs::is_regular_file(data)) {
     auto packed = std::make_shared<px::PackedImages>(data, options);

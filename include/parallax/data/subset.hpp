@@ -41,6 +41,12 @@ class Subset
   std::vector<int64_t> indices_;
 };
 
+/// How many of `used` examples random_split puts in the validation set (rounded down, so it
+/// may be none).
+inline int64_t validation_size(int64_t used, double validation_fraction) {
+  return static_cast<int64_t>(static_cast<double>(used) * validation_fraction);
+}
+
 /// Shuffles the dataset's indices with `seed`, keeps the first `samples` (0: all; more than the
 /// dataset holds is an error), and splits
 /// them into (train, validation) with `validation_fraction` of them in validation.
@@ -56,7 +62,7 @@ std::pair<Subset<D>, Subset<D>> random_split(std::shared_ptr<D> dataset, int64_t
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto order = torch::randperm(size, generator, torch::kLong);
   const auto* data = order.data_ptr<int64_t>();
-  const auto validation = static_cast<int64_t>(static_cast<double>(used) * validation_fraction);
+  const int64_t validation = validation_size(used, validation_fraction);
   detail::require(used - validation >= 1, "no training examples left after the split");
   std::vector<int64_t> train(data, data + (used - validation)),
       val(data + (used - validation), data + used);
