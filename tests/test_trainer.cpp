@@ -176,6 +176,59 @@ TEST_SUITE("callbacks") {
     CHECK(history.last().learning_rate == 0.0);
   }
 
+  TEST_CASE("checkpoint: the last epoch is saved however training ends") {
+    auto data = classification_data(64, 6);
+    const auto dir = fresh_directory("checkpoint-last");
+    auto next_epoch = [&](const fs::path& path) {
+      Net net(6, 16, 3, 0.2);
+      torch::optim::Adam optimizer(net->parameters(), 5e-3);
+      return px::load_checkpoint(path, *net, optimizer).next_epoch;
+    };
+    auto frozen = options(20).lr_schedule([](auto& opt, int64_t) {
+      px::set_learning_rate(opt, 0.0);  // the loss cannot improve: stops after epoch 2
+    });
+    // Stopped early by a callback that runs after the checkpoint's, between two periods.
+    with_fresh_model(1, px::Single(torch::kCPU), frozen, [&](auto& t) {
+      t.add_callback(std::make_shared<px::Checkpoint>(dir / "stopped.pt", 5));
+      t.add_callback(std::make_shared<px::EarlyStopping>(2));
+      t.fit(data, data, cross_entropy);
+    });
+    CHECK(next_epoch(dir / "stopped.pt") == 3);
+    // The last of 4 epochs, saved every 3.
+    with_fresh_model(1, px::Single(torch::kCPU), options(4), [&](auto& t) {
+      t.add_callback(std::make_shared<px::Checkpoint>(dir / "every3.pt", 3));
+      t.fit(data, cross_entropy);
+    });
+    CHECK(next_epoch(dir / "every3.pt") == 4);
+    CHECK_THROWS_WITH(px::Checkpoint(dir / "x.pt", 0),
+                      doctest::Contains("every must be >= 1, got 0"));
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("metrics log after resume: every epoch on disk from the first write") {
+    struct CrashAtEpochEnd : px::Callback {
+      void on_epoch_end(const px::EpochMetrics&, px::FitControl&) override {
+        throw std::runtime_error("crash");
+      }
+    };
+    auto data = classification_data(64, 6);
+    const auto dir = fresh_directory("log-resume");
+    with_fresh_model(1, px::Single(torch::kCPU), options(2), [&](auto& t) {
+      t.add_callback(std::make_shared<px::Checkpoint>(dir / "state.pt"));
+      t.fit(data, cross_entropy);
+    });
+    with_fresh_model(1, px::Single(torch::kCPU), options(4), [&](auto& t) {
+      t.resume(dir / "state.pt");
+      t.add_callback(std::make_shared<px::MetricsLog>(dir / "m.csv", dir / "m.json"));
+      t.add_callback(std::make_shared<CrashAtEpochEnd>());
+      CHECK_THROWS_WITH(t.fit(data, cross_entropy), "crash");  // during the third epoch's end
+    });
+    const auto csv = read_file(dir / "m.csv");
+    CHECK(std::count(csv.begin(), csv.end(), '\n') == 4);  // the header and epochs 0, 1, 2
+    CHECK(read_file(dir / "m.json").find("\"epoch\": 0,") != std::string::npos);
+    fs::remove_all(dir);
+  }
+
   TEST_CASE("progress bar prints epoch, step, loss, images/s and ETA as plain lines") {
     auto data = classification_data(64, 6);
     std::ostringstream out;

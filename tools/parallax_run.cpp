@@ -10,6 +10,17 @@
 
 #include "parallax/comm/launcher.hpp"
 
+namespace {
+
+const char* const usage =
+    "usage: parallax-run --nproc N [--master-addr ADDR] [--master-port PORT] [--] PROGRAM "
+    "[ARGS...]\n"
+    "Starts N local ranks of PROGRAM with torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE,\n"
+    "LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT; OMP_NUM_THREADS = cores / N unless set). The\n"
+    "first rank that fails stops the others; the exit code is its code.\n";
+
+}  // namespace
+
 int main(int argc, char** argv) {
   parallax::LaunchOptions options;
   std::vector<std::string> command;
@@ -35,6 +46,10 @@ int main(int argc, char** argv) {
     };
     for (; i < argc; ++i) {
       const std::string arg = argv[i];
+      if (arg == "--help" || arg == "-h") {
+        std::printf("%s", usage);
+        return 0;
+      }
       if (arg == "--nproc" || arg == "--nproc-per-node")
         options.nproc = number(arg);
       else if (arg == "--master-addr")
@@ -52,7 +67,8 @@ int main(int argc, char** argv) {
     for (; i < argc; ++i) command.emplace_back(argv[i]);
     if (command.empty())
       throw parallax::InputError(
-          "parallax-run: no program given (usage: parallax-run --nproc N PROGRAM [ARGS...])");
+          "parallax-run: no program given (usage: parallax-run --nproc N PROGRAM [ARGS...]; "
+          "--help)");
     return parallax::launch_local(command, options);
   } catch (const parallax::InputError& error) {
     std::fprintf(stderr, "%s\n", error.what());

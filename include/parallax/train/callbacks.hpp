@@ -20,6 +20,7 @@ struct FitInfo {
   int64_t samples_per_epoch = 0;  // on this process
   std::string policy;
   int64_t world_size = 1;
+  History history;  // the epochs before first_epoch (after resume), policy and world size set
 };
 
 struct StepInfo {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <mutex>
 
 #include <torch/torch.h>
@@ -113,14 +114,26 @@ inline CheckpointState load_checkpoint(const std::filesystem::path& path, torch:
   return state;
 }
 
-/// Saves a checkpoint to `path` every `every` epochs and when training stops early.
+/// Saves a checkpoint to `path` every `every` epochs and after the last epoch, however training
+/// ends: at its last epoch, or stopped early by a callback added before or after this one.
 class Checkpoint : public Callback {
  public:
   explicit Checkpoint(std::filesystem::path path, int64_t every = 1)
-      : path_(std::move(path)), every_(every) {}
+      : path_(std::move(path)), every_(every) {
+    TORCH_CHECK(every_ >= 1, "parallax::Checkpoint: every must be >= 1, got ", every_);
+  }
 
+  void on_fit_begin(const FitInfo&) override { unsaved_ = false; }
   void on_epoch_end(const EpochMetrics& metrics, FitControl& control) override {
-    if ((metrics.epoch + 1) % every_ == 0 || control.stop_requested) control.save_checkpoint(path_);
+    save_ = control.save_checkpoint;
+    unsaved_ = (metrics.epoch + 1) % every_ != 0 && !control.stop_requested;
+    if (!unsaved_) save_(path_);
+  }
+  // A stop requested by a callback that runs after this one is only known here.
+  void on_fit_end(const History&) override {
+    if (unsaved_) save_(path_);
+    unsaved_ = false;
+    save_ = nullptr;  // it refers to the Trainer
   }
 
   const std::filesystem::path& path() const { return path_; }
@@ -128,6 +141,8 @@ class Checkpoint : public Callback {
  private:
   std::filesystem::path path_;
   int64_t every_;
+  bool unsaved_ = false;  // the last epoch's state is not in the file
+  std::function<void(const std::filesystem::path&)> save_;
 };
 
 }  // namespace parallax

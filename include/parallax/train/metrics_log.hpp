@@ -48,9 +48,10 @@ class MetricsLog : public Callback {
   MetricsLog(std::filesystem::path csv_path, std::filesystem::path json_path)
       : csv_path_(std::move(csv_path)), json_path_(std::move(json_path)) {}
 
+  // Starts from the resumed epochs, so that the files hold every epoch at every point.
   void on_fit_begin(const FitInfo& info) override {
-    history_.policy = info.policy;
-    history_.world_size = info.world_size;
+    history_ = info.history;
+    finished_ = false;
   }
   void on_epoch_end(const EpochMetrics& metrics, FitControl&) override {
     history_.epochs.push_back(metrics);

@@ -172,9 +172,13 @@ class Trainer {
     Loader<Train> loader(train, loader_options(true, policy_.shard(), options_.batch_size()));
     history_.policy = policy_.name();
     history_.world_size = policy_.world_size();
-    const FitInfo info{
-        first_epoch_,   options_.epochs(),   loader.batches_per_epoch(), loader.samples_per_epoch(),
-        policy_.name(), policy_.world_size()};
+    const FitInfo info{first_epoch_,
+                       options_.epochs(),
+                       loader.batches_per_epoch(),
+                       loader.samples_per_epoch(),
+                       policy_.name(),
+                       policy_.world_size(),
+                       history_};
     each_callback([&](Callback& c) { c.on_fit_begin(info); });
     FitControl control;
     control.save_checkpoint = [this](const std::filesystem::path& path) { save(path); };
