@@ -10,7 +10,7 @@
 #      has no time for within the budget are skipped.
 # Needs python3 with torch + torchvision, nvcc, cmake, ninja, and deps/ from scripts/gpu-deps.sh.
 # Prints a compact report, also written to $OUT/gpu-report.md when OUT is set, with the build, test
-# and benchmark logs in $OUT/logs. Budget: 8 min.
+# and benchmark logs in $OUT/logs.tgz. Budget: 8 min.
 # PARALLAX_GPU_CHECK_PARTS="build tests step e2e train" picks sections (a rerun on a warm machine
 # finds build-gpu/ built). PARALLAX_GPU_CHECK_QUICK=1 shrinks every run (to try the script on a
 # machine without a GPU).
@@ -29,15 +29,19 @@ JOBS=$(nproc)
 mkdir -p "$BUILD" "$(dirname "$REPORT")"
 : > "$REPORT"
 say() { echo "$*" | tee -a "$REPORT"; }
-# The logs come back with the report (under $OUT/logs when OUT is set), so that one run on a
-# lent machine also says why something failed; saved after each section and on exit.
+# The logs come back with the report (in $OUT/logs.tgz when OUT is set), so that one run on a
+# lent machine also says why something failed; saved after each section and on exit. One
+# archive, since the device tool brings back at most 8 files from $OUT.
 save_logs() {
   [ -n "${OUT:-}" ] || return 0
-  mkdir -p "$OUT/logs"
+  local staging="$BUILD/logs"
+  rm -rf "$staging"
+  mkdir -p "$staging"
   for log in "$BUILD"/configure.log "$BUILD"/build.log "$BUILD"/ctest.log "$BUILD"/bench.log \
              "$BUILD"/original.json "$BUILD"/runs/*.log; do
-    [ -f "$log" ] && tail -c 200000 "$log" > "$OUT/logs/$(basename "$log")"
+    [ -f "$log" ] && tail -c 200000 "$log" > "$staging/$(basename "$log")"
   done
+  tar czf "$OUT/logs.tgz.tmp" -C "$staging" . && mv "$OUT/logs.tgz.tmp" "$OUT/logs.tgz"
   return 0
 }
 trap save_logs EXIT

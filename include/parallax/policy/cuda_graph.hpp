@@ -19,7 +19,9 @@
 // what they leave for the caller's stream (gradients, loss) is freed there: under the native
 // caching allocator that memory returns to the side stream, which waits for the caller's before
 // its next step; under cudaMallocAsync it may go to any stream (Note [Replica streams] in
-// data_parallel.hpp), so there it is recorded as used by the caller's stream. The last step's
+// data_parallel.hpp), so there it is recorded as used by the caller's stream, and so are the
+// gradients and loss the capture allocated (the caller's stream reads them after each replay,
+// and they are freed on the side stream at a recapture or later). The last step's
 // gradients outlive the policy, and cudaMallocAsync frees eager ones on the side stream, which
 // therefore lives on (Note [Owned streams]).
 // Only Single: replica threads (DataParallel) and collectives inside hooks (Distributed) would
@@ -89,18 +91,7 @@ class CudaGraphSingle : public Single {
     }
     ++eager_steps_;
     auto stats = on_side_stream([&] { return Single::forward_backward(batch, loss, grad_scale); });
-    if (!per_stream_reuse_) {  // Note [Capturing the training step]: the caller's stream reads
-      const auto current = c10::cuda::getCurrentCUDAStream(input_device().index());
-      auto used_by_caller = [&](const torch::Tensor& t) {
-        if (!t.defined()) return;
-        if (!t.is_sparse()) return t.record_stream(current);
-        t._indices().record_stream(current);  // a sparse tensor is its two dense parts
-        t._values().record_stream(current);
-      };
-      for (const auto& p : parameters_) used_by_caller(p.grad());
-      used_by_caller(stats.loss_sum);
-      used_by_caller(stats.correct);
-    }
+    used_by_caller(stats);
     return stats;
 #else
     return Single::forward_backward(batch, loss, grad_scale);
@@ -168,6 +159,22 @@ class CudaGraphSingle : public Single {
     after.block(current);
     return stats;
   }
+  /// Note [Capturing the training step]: under cudaMallocAsync, the gradients and step
+  /// statistics the side stream allocated are recorded as read by the caller's stream, which
+  /// uses them after the step, so that freeing them on the side stream waits for it.
+  void used_by_caller(const StepStats& stats) {
+    if (per_stream_reuse_) return;
+    const auto current = c10::cuda::getCurrentCUDAStream(input_device().index());
+    auto record = [&](const torch::Tensor& t) {
+      if (!t.defined()) return;
+      if (!t.is_sparse()) return t.record_stream(current);
+      t._indices().record_stream(current);  // a sparse tensor is its two dense parts
+      t._values().record_stream(current);
+    };
+    for (const auto& p : parameters_) record(p.grad());
+    record(stats.loss_sum);
+    record(stats.correct);
+  }
   /// A stream of the policy's own (Note [Owned streams]): never one of the loader's copy
   /// streams, which must not be the stream being captured.
   c10::cuda::CUDAStream side_stream() {
@@ -222,6 +229,7 @@ class CudaGraphSingle : public Single {
       grads_.push_back(p.grad());
       addresses_.push_back(p.data_ptr());
     }
+    used_by_caller(captured_);         // the graph's gradients and loss, read after every replay
     return replay(batch, grad_scale);  // capturing ran nothing: this batch runs now
   }
 
