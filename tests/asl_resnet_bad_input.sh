@@ -33,6 +33,11 @@ refuse "'$DIR/wrong.pt' has conv1.weight of shape [1], this model [64, 3, 7, 7]"
 refuse "model directory '$DIR/nomodel' does not exist" eval --model "$DIR/nomodel"
 refuse "unknown --policies entry 'dpp'" study --policies single,dpp --out "$DIR/out"
 refuse "batch size 2 is smaller than the 3 replicas of policy" train --policy dp:3 --batch-size 2 --data "$DIR/pack.pxpack" --epochs 1 --image-size 32 --out "$DIR/out"
+# With --nproc, bad data is refused once, by the launching process, not by every rank.
+refuse "image folder '$DIR/missing' does not exist" train --policy ddp:gloo --nproc 2 --data "$DIR/missing" "${small[@]}"
+test "$(wc -l < "$DIR/err")" = 1
+refuse "--samples 1000 is more than the 87 images" train --policy ddp:gloo --nproc 2 --samples 1000 --data "$DIR/pack.pxpack" "${small[@]}"
+test "$(wc -l < "$DIR/err")" = 1
 refuse "--val-split 0.2 of 4 images leaves no validation image" train --samples 4 --data "$DIR/pack.pxpack" "${small[@]}"
 refuse "--policy dp:x: dp:N needs a number of replicas" train --policy dp:x --data "$DIR/pack.pxpack" "${small[@]}"
 # Outputs that cannot be written are refused before any work, and nothing is made.

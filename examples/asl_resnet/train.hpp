@@ -194,16 +194,32 @@ inline std::vector<torch::Device> dp_devices(const TrainArgs& a) {
   return px::replica_devices(replicas, "--policy " + a.policy);
 }
 
-template <class Data>
-int train_on(const TrainArgs& a, const std::shared_ptr<Data>& data,
-             const std::vector<std::string>& classes, const fs::path& source) {
-  const auto size = static_cast<int64_t>(*data->size());
+inline px::ImageOptions image_options(const TrainArgs& a) {
+  return px::ImageOptions().image_size(a.image_size);
+}
+
+/// --samples and --val-split against the `size` images of `source`.
+inline void check_counts(const TrainArgs& a, int64_t size, const fs::path& source) {
   px::detail::require(a.samples <= size, "--samples ", a.samples, " is more than the ", size,
                       " images in '", source.string(), "'");
   const int64_t used = a.samples > 0 ? a.samples : size;
   px::detail::require(a.val_split == 0 || px::validation_size(used, a.val_split) > 0,
                       "--val-split ", a.val_split, " of ", used,
                       " images leaves no validation image (use more images, or --val-split 0)");
+}
+
+/// The packed cache at `path`, refused unless its images have --image-size.
+inline std::shared_ptr<px::PackedImages> open_pack(const TrainArgs& a, const fs::path& path) {
+  auto packed = std::make_shared<px::PackedImages>(path, image_options(a));
+  px::detail::require(packed->image_size() == a.image_size, "pack '", path.string(), "' holds ",
+                      packed->image_size(), " px images but --image-size is ", a.image_size);
+  return packed;
+}
+
+template <class Data>
+int train_on(const TrainArgs& a, const std::shared_ptr<Data>& data,
+             const std::vector<std::string>& classes, const fs::path& source) {
+  check_counts(a, static_cast<int64_t>(*data->size()), source);
   if (a.policy == "single")
     return a.cuda_graphs ? train_with(a, data, classes, px::CudaGraphSingle())
                          : train_with(a, data, classes, px::Single());
@@ -238,25 +254,31 @@ inline int train(const TrainArgs& a, int argc, char** argv) {
   if (a.policy.rfind("dp:", 0) == 0) dp_devices(a);
   const px::RendezvousInfo job = px::resolve_rendezvous();
   if (job.rank == 0) require_writable_output(a.out, "--out", Output::directory);
+  const fs::path data = a.data.empty() ? default_data() : fs::path(a.data);
   // --nproc N with a ddp policy: become the launcher of N ranks running the same command, unless
   // already one of a job's processes (torchrun, srun, mpirun: those ranks train together).
   if (a.nproc > 1 && job.world_size == 1) {
     px::detail::require(a.policy.rfind("ddp:", 0) == 0, "--nproc needs a ddp policy, got --policy ",
                         a.policy);
+    // Bad data is refused here, once, rather than by every rank. (A folder's unreadable images
+    // are found by the ranks, which decode them.)
+    std::optional<std::size_t> images;
+    if (fs::is_regular_file(data)) images = open_pack(a, data)->size();
+#if ASL_IMAGE_FILES
+    else
+      images = px::ImageFolder(train_folder(data), image_options(a)).size();
+#endif
+    if (images) check_counts(a, static_cast<int64_t>(*images), data);
     px::LaunchOptions launch;
     launch.nproc = static_cast<int>(a.nproc);
     return px::launch_local(std::vector<std::string>(argv, argv + argc), launch);
   }
-  const fs::path data = a.data.empty() ? default_data() : fs::path(a.data);
-  const auto options = px::ImageOptions().image_size(a.image_size);
   if (fs::is_regular_file(data)) {
-    auto packed = std::make_shared<px::PackedImages>(data, options);
-    px::detail::require(packed->image_size() == a.image_size, "pack '", data.string(), "' holds ",
-                        packed->image_size(), " px images but --image-size is ", a.image_size);
+    auto packed = open_pack(a, data);
     return train_on(a, packed, packed->classes(), data);
   }
 #if ASL_IMAGE_FILES
-  auto folder = std::make_shared<px::ImageFolder>(train_folder(data), options);
+  auto folder = std::make_shared<px::ImageFolder>(train_folder(data), image_options(a));
   // Decode every file once: unreadable ones are named and skipped, or refused with --strict,
   // before training starts rather than in the middle of an epoch.
   std::optional<px::ProgressLine> progress;
