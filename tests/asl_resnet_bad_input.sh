@@ -48,6 +48,11 @@ refuse "--out '$DIR/file/out' cannot be written" synth --out "$DIR/file/out"
 refuse "--out '$DIR/file/out' cannot be written" study --data "$DIR/pack.pxpack" --image-size 32 --samples 40 --out "$DIR/file/out"
 refuse "--out '$DIR/data' cannot be written: it is a directory" prepare --data "$DIR/data" --out "$DIR/data"
 refuse "--out '$DIR/file/p.pxpack' cannot be written" prepare --data "$DIR/data" --out "$DIR/file/p.pxpack"
+ln -s "$DIR/nowhere/target" "$DIR/dangling"   # the user's link: refused, and left as it was
+refuse "--out '$DIR/dangling/sub' cannot be written: File exists" synth --out "$DIR/dangling/sub"
+test -L "$DIR/dangling"
+refuse "--out '$DIR/newdir/' cannot be written: a file name cannot end in '/'" prepare --data "$DIR/data" --out "$DIR/newdir/"
+test ! -e "$DIR/newdir"
 # A refusal once training has started removes the folders it made, parents included.
 refuse "batch size 2 is smaller than the 3 replicas" train --policy dp:3 --batch-size 2 --data "$DIR/pack.pxpack" --epochs 1 --image-size 32 --out "$DIR/new/parent/out"
 test ! -e "$DIR/new"

@@ -16,15 +16,38 @@ namespace asl {
 
 namespace fs = std::filesystem;
 
+/// Whether anything is at `p`: a symbolic link counts, even a dangling one (it is the user's,
+/// never ours to create or remove). An unreadable parent reads as nothing: creating it then
+/// fails and says why.
+inline bool occupied(const fs::path& p) {
+  std::error_code error;
+  return fs::exists(fs::symlink_status(p, error));
+}
+
 /// The outermost folder of `path` that does not exist yet (empty when `path` exists): what
-/// creating `path` makes, and what to remove to undo it.
+/// creating `path` makes.
 inline fs::path first_missing(const fs::path& path) {
   fs::path missing;
-  for (fs::path p = fs::absolute(path); !p.empty() && !fs::exists(p); p = p.parent_path()) {
+  for (fs::path p = fs::absolute(path); !p.empty() && !occupied(p); p = p.parent_path()) {
     missing = p;
     if (p == p.parent_path()) break;
   }
   return missing;
+}
+
+/// Undoes the making of folder `path`, whose outermost new folder was `made` (first_missing
+/// before it was made; nothing to undo when empty): removes `path` with what is in it, then its
+/// parents up to `made` while they are empty — another command may have put its own output
+/// beside ours meanwhile (several runs started at once into a new sweep folder).
+inline void remove_made(const fs::path& path, const fs::path& made) {
+  if (made.empty()) return;
+  std::error_code ignored;
+  fs::path p = fs::absolute(path);
+  fs::remove_all(p, ignored);
+  while (p != made && p != p.parent_path()) {
+    p = p.parent_path();
+    if (!fs::remove(p, ignored)) break;  // not empty, or not there: what is above stays too
+  }
 }
 
 enum class Output { directory, file };
@@ -38,12 +61,15 @@ inline void require_writable_output(const fs::path& path, const std::string& fla
   const auto refuse = [&](const std::string& why) {
     throw parallax::InputError(flag + " '" + path.string() + "' cannot be written: " + why);
   };
-  if (kind == Output::file && fs::is_directory(path)) refuse("it is a directory");
-  if (kind == Output::directory && fs::exists(path) && !fs::is_directory(path))
+  std::error_code error;
+  const auto status = fs::status(path, error);
+  if (kind == Output::file && fs::is_directory(status)) refuse("it is a directory");
+  if (kind == Output::file && !path.has_filename()) refuse("a file name cannot end in '/'");
+  if (kind == Output::directory && fs::exists(status) && !fs::is_directory(status))
     refuse("it is a file, not a directory");
   const fs::path folder = kind == Output::directory ? path : fs::absolute(path).parent_path();
   const fs::path made = first_missing(folder);
-  std::error_code error;
+  error.clear();
   fs::create_directories(folder, error);
   if (!error && !fs::is_directory(folder)) error = std::make_error_code(std::errc::not_a_directory);
   if (!error) {
@@ -57,8 +83,7 @@ inline void require_writable_output(const fs::path& path, const std::string& fla
       fs::remove(probe, error);
     }
   }
-  std::error_code ignored;
-  if (!made.empty()) fs::remove_all(made, ignored);
+  remove_made(folder, made);
   if (error) refuse(error.message());
 }
 

@@ -261,7 +261,7 @@ inline int study(const StudyArgs& s) {
     const int status = detail::run_logged(args, log);
     if (status == 2) {  // the run refused its input: so does the study, leaving nothing behind
       const std::string reason = detail::last_line(log);
-      if (!made.empty()) fs::remove_all(made);
+      remove_made(s.out, made);
       throw parallax::InputError("study: run " + run.name() + ": " + reason);
     }
     if (status != 0)

@@ -83,6 +83,17 @@ inline bool is_main_process() {
   return px::resolve_rendezvous().rank == 0;
 }
 
+/// Whether this process is one of several that a launcher started together (torchrun,
+/// parallax-run or --nproc, srun, mpirun). Under SLURM only an srun step of several tasks
+/// counts: a batch script's own shell also sees SLURM_PROCID and SLURM_NTASKS (the whole
+/// allocation's), but it is one process, and the one that should launch the ranks.
+inline bool one_of_several(const px::RendezvousInfo& job) {
+  if (job.world_size == 1) return false;
+  if (job.source != "slurm") return true;
+  const char* step_tasks = std::getenv("SLURM_STEP_NUM_TASKS");  // set by srun for its step
+  return step_tasks != nullptr && std::atoll(step_tasks) > 1;
+}
+
 /// The model a TrainArgs asks for: architecture, pretrained weights, frozen backbone, memory
 /// format and precision. Returns the trainable parameters through `trainable`.
 inline Network build_network(const TrainArgs& a, int64_t classes,
@@ -171,7 +182,7 @@ int train_with(const TrainArgs& a, const std::shared_ptr<Data>& data,
                   : (validate ? trainer.fit(train_set, val_set, cross_entropy)
                               : trainer.fit(train_set, cross_entropy));
   } catch (const px::InputError&) {
-    if (!made.empty() && trainer.policy().is_main()) fs::remove_all(made);
+    if (trainer.policy().is_main()) remove_made(out, made);
     throw;
   }
   if (!trainer.policy().is_main()) return 0;
@@ -257,7 +268,7 @@ inline int train(const TrainArgs& a, int argc, char** argv) {
   const fs::path data = a.data.empty() ? default_data() : fs::path(a.data);
   // --nproc N with a ddp policy: become the launcher of N ranks running the same command, unless
   // already one of a job's processes (torchrun, srun, mpirun: those ranks train together).
-  if (a.nproc > 1 && job.world_size == 1) {
+  if (a.nproc > 1 && !one_of_several(job)) {
     px::detail::require(a.policy.rfind("ddp:", 0) == 0, "--nproc needs a ddp policy, got --policy ",
                         a.policy);
     // Bad data is refused here, once, rather than by every rank. (A folder's unreadable images

@@ -51,6 +51,8 @@ class MetricsLog : public Callback {
   // Starts from the resumed epochs, so that the files hold every epoch at every point.
   void on_fit_begin(const FitInfo& info) override {
     history_ = info.history;
+    history_.policy = info.policy;
+    history_.world_size = info.world_size;
     finished_ = false;
   }
   void on_epoch_end(const EpochMetrics& metrics, FitControl&) override {
