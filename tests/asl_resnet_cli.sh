@@ -15,7 +15,9 @@ test -f "$DIR/data/asl_alphabet_test/asl_alphabet_test/space_test.jpg"
 "$BIN" synth --out "$DIR/again" --per-class 4 --seed 1 > /dev/null
 diff -r "$DIR/data" "$DIR/again" > /dev/null
 "$BIN" synth --out "$DIR/other" --per-class 4 --seed 2 > /dev/null
-! cmp -s "$DIR/data/asl_alphabet_train/asl_alphabet_train/A/A1.jpg" "$DIR/other/asl_alphabet_train/asl_alphabet_train/A/A1.jpg"
+if cmp -s "$DIR/data/asl_alphabet_train/asl_alphabet_train/A/A1.jpg" "$DIR/other/asl_alphabet_train/asl_alphabet_train/A/A1.jpg"; then
+  echo "FAILED: seeds 1 and 2 drew the same image"; exit 1   # (`! cmp` would not stop set -e)
+fi
 "$BIN" prepare --data "$DIR/data" --out "$DIR/pack.pxpack" --image-size 32 2> "$DIR/prepare.err" | grep -q "packed 116 images (0 skipped) of 29 classes"
 grep -q "prepare \[####################\] 116/116" "$DIR/prepare.err"
 
@@ -51,7 +53,7 @@ SLURM_PROCID=0 SLURM_LOCALID=0 "${slurm[@]}" > "$DIR/slurm0.log" 2>&1
 wait $rank1
 check "$DIR/slurm" ddp:gloo 2
 grep -q "val accuracy" "$DIR/slurm0.log"
-! grep -q "val accuracy" "$DIR/slurm1.log"
+if grep -q "val accuracy" "$DIR/slurm1.log"; then echo "FAILED: SLURM rank 1 reported"; exit 1; fi
 # A batch script's own shell sees SLURM's job variables but no srun step: --nproc 2 launches.
 SLURM_PROCID=0 SLURM_NTASKS=2 timeout 120 "$BIN" train --data "$DIR/pack.pxpack" --policy ddp:gloo \
   --nproc 2 "${common[@]}" --out "$DIR/batch" > /dev/null

@@ -17,7 +17,7 @@ test -s "$DIR/study/data.pxpack"   # the folder was decoded once, for every run
 for f in study.md study.csv study.json scaling_time.png scaling_efficiency.png models.png; do
   test -s "$DIR/study/$f" || { echo "missing $f"; cat "$DIR/study/charts.log" 2>/dev/null; exit 1; }
 done
-! ls "$DIR/study"/*.tmp 2> /dev/null
+if ls "$DIR/study"/*.tmp 2> /dev/null; then echo "FAILED: temporary files left"; exit 1; fi
 grep -q "## Strong scaling (fixed global batch 16) — CPU figures" "$DIR/study/study.md"
 grep -q "no GPU: devices are CPU replicas" "$DIR/study/study.md"
 "$PY" - "$DIR/study" <<'PY'
