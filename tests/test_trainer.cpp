@@ -176,6 +176,32 @@ TEST_SUITE("callbacks") {
     CHECK(history.last().learning_rate == 0.0);
   }
 
+  TEST_CASE("early stopping after resume keeps the patience already spent") {
+    auto data = classification_data(64, 6);
+    const auto dir = fresh_directory("early-resume");
+    auto frozen = [](int64_t epochs) {
+      return options(epochs).lr_schedule([](auto& opt, int64_t) {
+        px::set_learning_rate(opt, 0.0);  // the validation loss stays the same
+      });
+    };
+    // Three epochs: the best at epoch 0, then two without improvement.
+    with_fresh_model(1, px::Single(torch::kCPU), frozen(3), [&](auto& t) {
+      t.add_callback(std::make_shared<px::Checkpoint>(dir / "state.pt"));
+      t.fit(data, data, cross_entropy);
+    });
+    auto stopper = std::make_shared<px::EarlyStopping>(3);
+    px::History history;
+    with_fresh_model(1, px::Single(torch::kCPU), frozen(20), [&](auto& t) {
+      t.resume(dir / "state.pt");
+      t.add_callback(stopper);
+      history = t.fit(data, data, cross_entropy);
+    });
+    // A fresh count would run epochs 3..6; the resumed one stops after the third epoch waited.
+    CHECK(stopper->stopped_epoch() == 3);
+    CHECK(history.epochs.size() == 4);
+    fs::remove_all(dir);
+  }
+
   TEST_CASE("checkpoint: the last epoch is saved however training ends") {
     auto data = classification_data(64, 6);
     const auto dir = fresh_directory("checkpoint-last");

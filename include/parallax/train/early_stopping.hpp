@@ -1,6 +1,8 @@
 // EarlyStopping: stop when the monitored loss has not improved by min_delta for `patience`
 // epochs. Runs on every process: the metrics it reads are already reduced, so all ranks stop
-// together.
+// together. After resume it carries on from the resumed epochs (the best loss and the epochs
+// waited since), as Lightning's restored callback state does, so resuming does not reset its
+// patience.
 #pragma once
 
 #include <cmath>
@@ -18,19 +20,15 @@ class EarlyStopping : public Callback {
 
   bool main_only() const override { return false; }
 
-  void on_fit_begin(const FitInfo&) override {
+  void on_fit_begin(const FitInfo& info) override {
     best_ = std::numeric_limits<double>::infinity();
     waited_ = 0;
+    stopped_epoch_ = -1;
+    for (const auto& resumed : info.history.epochs) observe(resumed);
   }
 
   void on_epoch_end(const EpochMetrics& metrics, FitControl& control) override {
-    const double loss = std::isnan(metrics.val_loss) ? metrics.train_loss : metrics.val_loss;
-    if (loss < best_ - min_delta_) {
-      best_ = loss;
-      waited_ = 0;
-      return;
-    }
-    if (++waited_ >= patience_) {
+    if (observe(metrics) && waited_ >= patience_) {
       control.stop_requested = true;
       stopped_epoch_ = metrics.epoch;
     }
@@ -45,6 +43,18 @@ class EarlyStopping : public Callback {
   double best_ = std::numeric_limits<double>::infinity();
   int64_t waited_ = 0;
   int64_t stopped_epoch_ = -1;
+
+  /// Takes one epoch's loss; returns whether it did not improve.
+  bool observe(const EpochMetrics& metrics) {
+    const double loss = std::isnan(metrics.val_loss) ? metrics.train_loss : metrics.val_loss;
+    if (loss < best_ - min_delta_) {
+      best_ = loss;
+      waited_ = 0;
+      return false;
+    }
+    ++waited_;
+    return true;
+  }
 };
 
 }  // namespace parallax
