@@ -232,9 +232,12 @@ TEST_SUITE("rendezvous") {
     CHECK(torchrun.master_addr == "10.0.0.1");
     CHECK(torchrun.master_port == 1234);
     CHECK(torchrun.source == "torchrun");
-    const auto slurm = px::resolve_rendezvous(
-        {}, from({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}));
+    const auto slurm = px::resolve_rendezvous({}, from({{"SLURM_PROCID", "5"},
+                                                        {"SLURM_NTASKS", "8"},
+                                                        {"SLURM_STEP_NUM_TASKS", "8"},
+                                                        {"SLURM_LOCALID", "1"}}));
     CHECK(slurm.rank == 5);
+    CHECK(slurm.world_size == 8);
     CHECK(slurm.local_rank == 1);
     CHECK(slurm.source == "slurm");
     const auto explicit_ =
@@ -246,6 +249,38 @@ TEST_SUITE("rendezvous") {
     const auto single = px::resolve_rendezvous({}, from({}));
     CHECK(single.world_size == 1);
     CHECK(single.source == "default");
+  }
+
+  TEST_CASE("inside a SLURM allocation: only an srun step is a job; nested launchers win") {
+    // A batch script's (or salloc's) shell: the allocation's variables, no srun step.
+    const auto batch_shell =
+        px::resolve_rendezvous({}, from({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}}));
+    CHECK(batch_shell.world_size == 1);
+    CHECK(batch_shell.source == "default");
+    // mpirun in a batch script: its ranks inherit SLURM_PROCID (and, from the srun that starts
+    // Open MPI's daemons, a step of one task per node); mpirun's own variables describe them.
+    const auto mpirun = px::resolve_rendezvous({}, from({{"SLURM_PROCID", "0"},
+                                                         {"SLURM_NTASKS", "8"},
+                                                         {"SLURM_STEP_NUM_TASKS", "1"},
+                                                         {"OMPI_COMM_WORLD_RANK", "3"},
+                                                         {"OMPI_COMM_WORLD_SIZE", "4"},
+                                                         {"OMPI_COMM_WORLD_LOCAL_RANK", "3"}}));
+    CHECK(mpirun.rank == 3);
+    CHECK(mpirun.world_size == 4);
+    CHECK(mpirun.local_rank == 3);
+    CHECK(mpirun.source == "mpirun");
+    // torchrun started by srun (one per node): torchrun's ranks.
+    const auto torchrun = px::resolve_rendezvous({}, from({{"SLURM_PROCID", "1"},
+                                                           {"SLURM_STEP_NUM_TASKS", "2"},
+                                                           {"RANK", "6"},
+                                                           {"WORLD_SIZE", "8"},
+                                                           {"LOCAL_RANK", "2"}}));
+    CHECK(torchrun.rank == 6);
+    CHECK(torchrun.world_size == 8);
+    CHECK(torchrun.source == "torchrun");
+    CHECK_THROWS_WITH_AS(
+        px::resolve_rendezvous({}, from({{"SLURM_PROCID", "2"}, {"SLURM_STEP_NUM_TASKS", "2"}})),
+        doctest::Contains("rank 2 is outside world size 2"), px::InputError);
   }
 
   TEST_CASE("bad rendezvous input names the variable") {

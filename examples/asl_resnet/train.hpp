@@ -83,17 +83,6 @@ inline bool is_main_process() {
   return px::resolve_rendezvous().rank == 0;
 }
 
-/// Whether this process is one of several that a launcher started together (torchrun,
-/// parallax-run or --nproc, srun, mpirun). Under SLURM only an srun step of several tasks
-/// counts: a batch script's own shell also sees SLURM_PROCID and SLURM_NTASKS (the whole
-/// allocation's), but it is one process, and the one that should launch the ranks.
-inline bool one_of_several(const px::RendezvousInfo& job) {
-  if (job.world_size == 1) return false;
-  if (job.source != "slurm") return true;
-  const char* step_tasks = std::getenv("SLURM_STEP_NUM_TASKS");  // set by srun for its step
-  return step_tasks != nullptr && std::atoll(step_tasks) > 1;
-}
-
 /// The model a TrainArgs asks for: architecture, pretrained weights, frozen backbone, memory
 /// format and precision. Returns the trainable parameters through `trainable`.
 inline Network build_network(const TrainArgs& a, int64_t classes,
@@ -268,7 +257,7 @@ inline int train(const TrainArgs& a, int argc, char** argv) {
   const fs::path data = a.data.empty() ? default_data() : fs::path(a.data);
   // --nproc N with a ddp policy: become the launcher of N ranks running the same command, unless
   // already one of a job's processes (torchrun, srun, mpirun: those ranks train together).
-  if (a.nproc > 1 && !one_of_several(job)) {
+  if (a.nproc > 1 && job.world_size == 1) {
     px::detail::require(a.policy.rfind("ddp:", 0) == 0, "--nproc needs a ddp policy, got --policy ",
                         a.policy);
     // Bad data is refused here, once, rather than by every rank. (A folder's unreadable images
@@ -293,14 +282,14 @@ inline int train(const TrainArgs& a, int argc, char** argv) {
   // Decode every file once: unreadable ones are named and skipped, or refused with --strict,
   // before training starts rather than in the middle of an epoch.
   std::optional<px::ProgressLine> progress;
-  if (is_main_process())
+  if (job.rank == 0)
     progress.emplace("checking images", static_cast<int64_t>(*folder->size()), "images/s");
   const auto check =
       px::check_images(*folder, *folder->size(),
                        static_cast<int>(std::thread::hardware_concurrency()), a.strict, [&] {
                          if (progress) progress->tick();
                        });
-  if (is_main_process())
+  if (job.rank == 0)
     for (const auto& skipped : check.skipped)
       std::cerr << "asl_resnet: skipped " << skipped << '\n';
   px::detail::require(!check.readable.empty(), "no image in '", data.string(), "' can be read");

@@ -1,5 +1,5 @@
 // Rendezvous: who am I (rank, world size, local rank) and where is the master, from explicit
-// options, torchrun's environment or SLURM's, in that order of precedence.
+// options or the environment of the launcher that started this process (torchrun, mpirun, srun).
 #pragma once
 
 #include <cstdint>
@@ -58,11 +58,21 @@ inline int64_t parse_count(const std::string& name, const std::string& text) {
 }  // namespace detail
 
 /// Resolves the rendezvous. Precedence per field: explicit option, torchrun's variables (RANK,
-/// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), SLURM's (SLURM_PROCID, SLURM_NTASKS,
-/// SLURM_LOCALID), mpirun's (Open MPI: OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK; MPICH/Hydra:
-/// PMI_RANK, PMI_SIZE, MPI_LOCALRANKID), and finally a single process. Under SLURM and mpirun
-/// the master still comes from MASTER_ADDR/MASTER_PORT or the options. Throws InputError naming the
-/// variable that is wrong.
+/// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), mpirun's (Open MPI: OMPI_COMM_WORLD_RANK/
+/// SIZE/LOCAL_RANK; MPICH/Hydra: PMI_RANK, PMI_SIZE, MPI_LOCALRANKID), an srun step's
+/// (SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID), and finally a single process. Under srun
+/// and mpirun the master still comes from MASTER_ADDR/MASTER_PORT or the options. Throws
+/// InputError naming the variable that is wrong.
+///
+/// Note [Which SLURM variables make a job]
+/// SLURM exports its variables to every process of an allocation, not only to the tasks of an
+/// srun step: a batch script's shell (and an salloc shell) sees SLURM_PROCID=0 and SLURM_NTASKS
+/// = the allocation's task count, yet it is one process, and the processes it starts inherit
+/// both. Reading SLURM_NTASKS made such a process wait forever for ranks nobody launches, and
+/// gave every rank of an mpirun inside the allocation rank 0. Only srun sets
+/// SLURM_STEP_NUM_TASKS, for the tasks of its step, so that is the world size we read; and a
+/// launcher nested inside the allocation (torchrun, mpirun) describes this process more closely
+/// than SLURM's inherited variables, so theirs come first.
 inline RendezvousInfo resolve_rendezvous(
     const RendezvousOptions& options = {},
     const detail::Environment& env = detail::process_environment) {
@@ -79,10 +89,10 @@ inline RendezvousInfo resolve_rendezvous(
   };
   for (const Launcher& launcher :
        {Launcher{"RANK", "WORLD_SIZE", "LOCAL_RANK", "torchrun"},
-        Launcher{"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"},
         Launcher{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
                  "mpirun"},
-        Launcher{"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "mpirun"}}) {
+        Launcher{"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "mpirun"},
+        Launcher{"SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "slurm"}}) {
     const auto rank = number(launcher.rank), world = number(launcher.world);
     if (!rank || !world) continue;
     info.rank = *rank;
