@@ -151,11 +151,16 @@ TEST_SUITE("callbacks") {
     const auto csv = read_file(dir / "m.csv");
     CHECK(csv.rfind("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds", 0) == 0);
     CHECK(std::count(csv.begin(), csv.end(), '\n') == 3);
+    // Epochs numbered from 1, as the progress bar prints them.
+    CHECK(csv.find("\n1,") != std::string::npos);
+    CHECK(csv.find("\n2,") != std::string::npos);
     const auto json = read_file(dir / "m.json");
     CHECK(json.find("\"policy\": \"single\"") != std::string::npos);
     CHECK(json.find("\"val_accuracy\": ") != std::string::npos);
     CHECK(json.find("\"train_images_per_second\": ") != std::string::npos);
     CHECK(json.find("\"epoch\": 1,") != std::string::npos);
+    CHECK(json.find("\"epoch\": 2,") != std::string::npos);
+    CHECK(json.find("\"epoch\": 0,") == std::string::npos);
     CHECK(json.find("nan") == std::string::npos);
     fs::remove_all(dir);
   }
@@ -250,8 +255,9 @@ TEST_SUITE("callbacks") {
       CHECK_THROWS_WITH(t.fit(data, cross_entropy), "crash");  // during the third epoch's end
     });
     const auto csv = read_file(dir / "m.csv");
-    CHECK(std::count(csv.begin(), csv.end(), '\n') == 4);  // the header and epochs 0, 1, 2
-    CHECK(read_file(dir / "m.json").find("\"epoch\": 0,") != std::string::npos);
+    CHECK(std::count(csv.begin(), csv.end(), '\n') == 4);  // the header and epochs 1, 2, 3
+    CHECK(csv.find("\n1,") != std::string::npos);
+    CHECK(read_file(dir / "m.json").find("\"epoch\": 1,") != std::string::npos);
     fs::remove_all(dir);
   }
 

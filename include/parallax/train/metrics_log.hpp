@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "parallax/train/atomic_file.hpp"
 #include "parallax/train/callbacks.hpp"
@@ -43,6 +44,8 @@ inline std::string json_string(const std::string& value) {
 /// Writes `csv_path` (a header and one row per epoch) and/or `json_path`:
 /// {"policy", "world_size", "epochs": [{...}], and at the end "wall_seconds",
 ///  "train_images_per_second", "val_accuracy" (the last epoch's)}. An empty path skips a file.
+/// Epochs are numbered from 1 in both files, as the progress bar counts them ("epoch 1/5");
+/// `EpochMetrics::epoch` in a History stays the 0-based index the Trainer uses.
 class MetricsLog : public Callback {
  public:
   MetricsLog(std::filesystem::path csv_path, std::filesystem::path json_path)
@@ -71,7 +74,7 @@ class MetricsLog : public Callback {
     for (std::size_t i = 0; i < names.size(); ++i) out << (i ? "," : "") << names[i];
     out << '\n';
     for (const auto& epoch : history.epochs) {
-      const auto values = epoch.values();
+      const auto values = numbered_from_one(epoch);
       for (std::size_t i = 0; i < values.size(); ++i)
         out << (i ? "," : "") << (std::isfinite(values[i]) ? detail::json_number(values[i]) : "");
       out << '\n';
@@ -92,7 +95,7 @@ class MetricsLog : public Callback {
     out << ",\n  \"epochs\": [";
     const auto names = EpochMetrics::field_names();
     for (std::size_t e = 0; e < history.epochs.size(); ++e) {
-      const auto values = history.epochs[e].values();
+      const auto values = numbered_from_one(history.epochs[e]);
       out << (e ? ",\n    {" : "\n    {");
       for (std::size_t i = 0; i < names.size(); ++i)
         out << (i ? ", " : "") << '"' << names[i] << "\": " << detail::json_number(values[i]);
@@ -103,6 +106,12 @@ class MetricsLog : public Callback {
   }
 
  private:
+  static std::vector<double> numbered_from_one(const EpochMetrics& epoch) {
+    auto values = epoch.values();
+    values.front() += 1;  // field_names() starts with "epoch"
+    return values;
+  }
+
   void write() const {
     if (!csv_path_.empty()) write_text_atomically(csv_path_, csv(history_));
     if (!json_path_.empty()) write_text_atomically(json_path_, json(history_, finished_));
