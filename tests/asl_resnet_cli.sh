@@ -42,10 +42,10 @@ check "$DIR/single" single 1
 check "$DIR/dp2" dp:2 2
 "$BIN" train --data "$DIR/pack.pxpack" --policy ddp:gloo --nproc 2 "${common[@]}" --out "$DIR/ddp" > /dev/null
 check "$DIR/ddp" ddp:gloo 2
-# Started by srun (SLURM's variables, two tasks), `train --nproc 2` joins that job instead of
-# launching one of its own: one job of two ranks, where only rank 0 reports.
+# Started by srun (a step of two tasks in a batch job of four), `train --nproc 2` joins that
+# job instead of launching one of its own: one job of two ranks, where only rank 0 reports.
 port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-slurm=(env SLURM_NTASKS=2 SLURM_STEP_NUM_TASKS=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" timeout 120 "$BIN" train
+slurm=(env ENVIRONMENT=BATCH SLURM_NTASKS=4 SLURM_STEP_NUM_TASKS=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" timeout 120 "$BIN" train
        --data "$DIR/pack.pxpack" --policy ddp:gloo --nproc 2 "${common[@]}" --out "$DIR/slurm")
 SLURM_PROCID=1 SLURM_LOCALID=1 "${slurm[@]}" > "$DIR/slurm1.log" 2>&1 &
 rank1=$!
@@ -55,7 +55,7 @@ check "$DIR/slurm" ddp:gloo 2
 grep -q "val accuracy" "$DIR/slurm0.log"
 if grep -q "val accuracy" "$DIR/slurm1.log"; then echo "FAILED: SLURM rank 1 reported"; exit 1; fi
 # A batch script's own shell sees SLURM's job variables but no srun step: --nproc 2 launches.
-SLURM_PROCID=0 SLURM_NTASKS=2 timeout 120 "$BIN" train --data "$DIR/pack.pxpack" --policy ddp:gloo \
+ENVIRONMENT=BATCH SLURM_PROCID=0 SLURM_NTASKS=2 timeout 120 "$BIN" train --data "$DIR/pack.pxpack" --policy ddp:gloo \
   --nproc 2 "${common[@]}" --out "$DIR/batch" > /dev/null
 check "$DIR/batch" ddp:gloo 2
 "$BIN" train --data "$DIR/pack.pxpack" --amp --channels-last --augment --schedule cosine --arch resnet50 "${common[@]}" --out "$DIR/amp" > /dev/null

@@ -252,16 +252,34 @@ TEST_SUITE("rendezvous") {
   }
 
   TEST_CASE("inside a SLURM allocation: only an srun step is a job; nested launchers win") {
-    // A batch script's (or salloc's) shell: the allocation's variables, no srun step.
-    const auto batch_shell =
-        px::resolve_rendezvous({}, from({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}}));
+    // SLURM_PROCID and SLURM_NTASKS alone (no srun step, not a batch job): the contract's job.
+    const auto ntasks = px::resolve_rendezvous(
+        {}, from({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}));
+    CHECK(ntasks.rank == 5);
+    CHECK(ntasks.world_size == 8);
+    CHECK(ntasks.source == "slurm");
+    // A batch script's shell: the allocation's variables, no srun step.
+    const auto batch_shell = px::resolve_rendezvous(
+        {}, from({{"ENVIRONMENT", "BATCH"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}}));
     CHECK(batch_shell.world_size == 1);
     CHECK(batch_shell.source == "default");
-    // mpirun in a batch script: its ranks inherit SLURM_PROCID (and, from the srun that starts
-    // Open MPI's daemons, a step of one task per node); mpirun's own variables describe them.
-    const auto mpirun = px::resolve_rendezvous({}, from({{"SLURM_PROCID", "0"},
+    // An srun step of two tasks inside that batch job (with --preserve-env SLURM_NTASKS would
+    // still be the allocation's 8).
+    const auto step = px::resolve_rendezvous({}, from({{"ENVIRONMENT", "BATCH"},
+                                                       {"SLURM_PROCID", "1"},
+                                                       {"SLURM_NTASKS", "8"},
+                                                       {"SLURM_STEP_NUM_TASKS", "2"}}));
+    CHECK(step.rank == 1);
+    CHECK(step.world_size == 2);
+    CHECK(step.source == "slurm");
+    // mpirun in a batch script, on one node: its ranks inherit SLURM_PROCID=0 and, from the srun
+    // that starts Open MPI's daemon (one task per node), a step of one task; mpirun's own
+    // variables describe them.
+    const auto mpirun = px::resolve_rendezvous({}, from({{"ENVIRONMENT", "BATCH"},
+                                                         {"SLURM_PROCID", "0"},
                                                          {"SLURM_NTASKS", "8"},
                                                          {"SLURM_STEP_NUM_TASKS", "1"},
+                                                         {"SLURM_LOCALID", "0"},
                                                          {"OMPI_COMM_WORLD_RANK", "3"},
                                                          {"OMPI_COMM_WORLD_SIZE", "4"},
                                                          {"OMPI_COMM_WORLD_LOCAL_RANK", "3"}}));
@@ -269,6 +287,21 @@ TEST_SUITE("rendezvous") {
     CHECK(mpirun.world_size == 4);
     CHECK(mpirun.local_rank == 3);
     CHECK(mpirun.source == "mpirun");
+    // srun --mpi=pmi2: PMI_RANK and PMI_SIZE without MPI_LOCALRANKID; SLURM's local rank.
+    const auto pmi2 = px::resolve_rendezvous({}, from({{"PMI_RANK", "3"},
+                                                       {"PMI_SIZE", "4"},
+                                                       {"SLURM_PROCID", "3"},
+                                                       {"SLURM_STEP_NUM_TASKS", "4"},
+                                                       {"SLURM_LOCALID", "1"}}));
+    CHECK(pmi2.rank == 3);
+    CHECK(pmi2.local_rank == 1);
+    // ... but not a SLURM_LOCALID that belongs to another launch (the daemon's step above).
+    CHECK(px::resolve_rendezvous({}, from({{"PMI_RANK", "3"},
+                                           {"PMI_SIZE", "4"},
+                                           {"SLURM_PROCID", "0"},
+                                           {"SLURM_STEP_NUM_TASKS", "1"},
+                                           {"SLURM_LOCALID", "1"}}))
+              .local_rank == 0);
     // torchrun started by srun (one per node): torchrun's ranks.
     const auto torchrun = px::resolve_rendezvous({}, from({{"SLURM_PROCID", "1"},
                                                            {"SLURM_STEP_NUM_TASKS", "2"},

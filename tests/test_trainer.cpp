@@ -207,6 +207,30 @@ TEST_SUITE("callbacks") {
     fs::remove_all(dir);
   }
 
+  TEST_CASE("early stopping after resume never compares validation with training loss") {
+    // Resumed epochs trained without validation (low training losses); this fit validates.
+    px::FitInfo info;
+    for (int64_t e = 0; e < 3; ++e) {
+      px::EpochMetrics resumed;
+      resumed.epoch = e;
+      resumed.train_loss = 0.1;
+      info.history.epochs.push_back(resumed);
+    }
+    px::EarlyStopping stopper(2);
+    stopper.on_fit_begin(info);
+    px::FitControl control;
+    int64_t epoch = 3;
+    for (; epoch < 10 && !control.stop_requested; ++epoch) {
+      px::EpochMetrics metrics;
+      metrics.epoch = epoch;
+      metrics.train_loss = 0.2;
+      metrics.val_loss = 0.5;
+      stopper.on_epoch_end(metrics, control);
+    }
+    // The best validation loss is epoch 3's; two epochs without improvement follow.
+    CHECK(stopper.stopped_epoch() == 5);
+  }
+
   TEST_CASE("checkpoint: the last epoch is saved however training ends") {
     auto data = classification_data(64, 6);
     const auto dir = fresh_directory("checkpoint-last");

@@ -59,30 +59,38 @@ inline int64_t parse_count(const std::string& name, const std::string& text) {
 
 /// Resolves the rendezvous. Precedence per field: explicit option, torchrun's variables (RANK,
 /// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), mpirun's (Open MPI: OMPI_COMM_WORLD_RANK/
-/// SIZE/LOCAL_RANK; MPICH/Hydra: PMI_RANK, PMI_SIZE, MPI_LOCALRANKID), an srun step's
-/// (SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID), and finally a single process. Under srun
-/// and mpirun the master still comes from MASTER_ADDR/MASTER_PORT or the options. Throws
-/// InputError naming the variable that is wrong.
+/// SIZE/LOCAL_RANK; MPICH/Hydra: PMI_RANK, PMI_SIZE, MPI_LOCALRANKID), SLURM's (SLURM_PROCID,
+/// SLURM_STEP_NUM_TASKS or SLURM_NTASKS, SLURM_LOCALID; Note [Which SLURM variables make a job]),
+/// and finally a single process. Under srun and mpirun the master still comes from
+/// MASTER_ADDR/MASTER_PORT or the options. Throws InputError naming the variable that is wrong.
 ///
 /// Note [Which SLURM variables make a job]
 /// SLURM exports its variables to every process of an allocation, not only to the tasks of an
-/// srun step: a batch script's shell (and an salloc shell) sees SLURM_PROCID=0 and SLURM_NTASKS
-/// = the allocation's task count, yet it is one process, and the processes it starts inherit
-/// both. Reading SLURM_NTASKS made such a process wait forever for ranks nobody launches, and
-/// gave every rank of an mpirun inside the allocation rank 0. Only srun sets
-/// SLURM_STEP_NUM_TASKS, for the tasks of its step, so that is the world size we read; and a
-/// launcher nested inside the allocation (torchrun, mpirun) describes this process more closely
-/// than SLURM's inherited variables, so theirs come first.
+/// srun step: a batch script's shell sees SLURM_PROCID=0 and SLURM_NTASKS = the allocation's task
+/// count, yet it is one process, and the processes it starts inherit both. Taking that for a job
+/// made such a process wait forever for ranks nobody launches, and gave every rank of an mpirun
+/// inside the allocation rank 0. srun gives the tasks of its step SLURM_STEP_NUM_TASKS (and
+/// SLURM_NTASKS, the same count unless --preserve-env), so that is the world size read first.
+/// SLURM_NTASKS alone counts only outside a batch job (sbatch sets ENVIRONMENT=BATCH, and every
+/// process of the script inherits it), for launchers that set just SLURM_PROCID and SLURM_NTASKS.
+/// A launcher nested inside the allocation (torchrun, mpirun) describes this process more closely
+/// than what it inherits from SLURM, so its variables come first. One overlap: srun --mpi=pmi2
+/// sets PMI_RANK and PMI_SIZE but not MPI_LOCALRANKID; when SLURM's rank and size are the same,
+/// SLURM_LOCALID gives the local rank.
 inline RendezvousInfo resolve_rendezvous(
     const RendezvousOptions& options = {},
     const detail::Environment& env = detail::process_environment) {
   RendezvousInfo info;
   auto number = [&](const char* name) -> std::optional<int64_t> {
-    const auto text = env(name);
+    const auto text = name ? env(name) : std::nullopt;
     return text ? std::optional(detail::parse_count(name, *text)) : std::nullopt;
   };
   detail::require(env("RANK").has_value() == env("WORLD_SIZE").has_value(),
                   "RANK and WORLD_SIZE must be set together (torchrun sets both)");
+  const bool batch_job = env("ENVIRONMENT") == std::optional<std::string>("BATCH");
+  const char* slurm_world = env("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS"
+                            : batch_job                 ? nullptr
+                                                        : "SLURM_NTASKS";
   // The first launcher whose rank and size variables are both set wins.
   struct Launcher {
     const char *rank, *world, *local, *source;
@@ -92,12 +100,15 @@ inline RendezvousInfo resolve_rendezvous(
         Launcher{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
                  "mpirun"},
         Launcher{"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "mpirun"},
-        Launcher{"SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "slurm"}}) {
+        Launcher{"SLURM_PROCID", slurm_world, "SLURM_LOCALID", "slurm"}}) {
     const auto rank = number(launcher.rank), world = number(launcher.world);
     if (!rank || !world) continue;
+    auto local = number(launcher.local);
+    if (!local && number("SLURM_PROCID") == rank && number(slurm_world) == world)
+      local = number("SLURM_LOCALID");  // srun --mpi=pmi2
     info.rank = *rank;
     info.world_size = *world;
-    info.local_rank = number(launcher.local).value_or(0);
+    info.local_rank = local.value_or(0);
     info.source = launcher.source;
     break;
   }

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <vector>
 
 #include "parallax/train/callbacks.hpp"
 
@@ -24,17 +26,26 @@ class EarlyStopping : public Callback {
     best_ = std::numeric_limits<double>::infinity();
     waited_ = 0;
     stopped_epoch_ = -1;
-    for (const auto& resumed : info.history.epochs) observe(resumed);
+    resumed_ = info.history.epochs;
+    monitors_validation_.reset();
   }
 
   void on_epoch_end(const EpochMetrics& metrics, FitControl& control) override {
-    if (observe(metrics) && waited_ >= patience_) {
+    if (!monitors_validation_) {
+      // What this fit measures decides what is monitored; resumed epochs that did not measure
+      // it (trained without validation, say) are left out rather than compared with another loss.
+      monitors_validation_ = !std::isnan(metrics.val_loss);
+      for (const auto& resumed : resumed_)
+        if (!std::isnan(monitored(resumed))) observe(monitored(resumed));
+    }
+    if (observe(monitored(metrics)) && waited_ >= patience_) {
       control.stop_requested = true;
       stopped_epoch_ = metrics.epoch;
     }
   }
 
-  /// The epoch after which training stopped, or -1.
+  /// The epoch after which training stopped (0-based, as in History; MetricsLog's files and the
+  /// progress bar count from 1), or -1.
   int64_t stopped_epoch() const { return stopped_epoch_; }
 
  private:
@@ -43,10 +54,15 @@ class EarlyStopping : public Callback {
   double best_ = std::numeric_limits<double>::infinity();
   int64_t waited_ = 0;
   int64_t stopped_epoch_ = -1;
+  std::vector<EpochMetrics> resumed_;
+  std::optional<bool> monitors_validation_;  // decided by the fit's first epoch
+
+  double monitored(const EpochMetrics& metrics) const {
+    return *monitors_validation_ ? metrics.val_loss : metrics.train_loss;
+  }
 
   /// Takes one epoch's loss; returns whether it did not improve.
-  bool observe(const EpochMetrics& metrics) {
-    const double loss = std::isnan(metrics.val_loss) ? metrics.train_loss : metrics.val_loss;
+  bool observe(double loss) {
     if (loss < best_ - min_delta_) {
       best_ = loss;
       waited_ = 0;
