@@ -252,65 +252,71 @@ TEST_SUITE("rendezvous") {
   }
 
   TEST_CASE("inside a SLURM allocation: only an srun step is a job; nested launchers win") {
-    // SLURM_PROCID and SLURM_NTASKS alone (no srun step, not a batch job): the contract's job.
-    const auto ntasks = px::resolve_rendezvous(
-        {}, from({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}));
-    CHECK(ntasks.rank == 5);
-    CHECK(ntasks.world_size == 8);
-    CHECK(ntasks.source == "slurm");
-    // A batch script's shell: the allocation's variables, no srun step.
-    const auto batch_shell = px::resolve_rendezvous(
-        {}, from({{"ENVIRONMENT", "BATCH"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}}));
-    CHECK(batch_shell.world_size == 1);
-    CHECK(batch_shell.source == "default");
-    // An srun step of two tasks inside that batch job (with --preserve-env SLURM_NTASKS would
-    // still be the allocation's 8).
-    const auto step = px::resolve_rendezvous({}, from({{"ENVIRONMENT", "BATCH"},
-                                                       {"SLURM_PROCID", "1"},
-                                                       {"SLURM_NTASKS", "8"},
-                                                       {"SLURM_STEP_NUM_TASKS", "2"}}));
-    CHECK(step.rank == 1);
-    CHECK(step.world_size == 2);
-    CHECK(step.source == "slurm");
-    // mpirun in a batch script, on one node: its ranks inherit SLURM_PROCID=0 and, from the srun
-    // that starts Open MPI's daemon (one task per node), a step of one task; mpirun's own
-    // variables describe them.
-    const auto mpirun = px::resolve_rendezvous({}, from({{"ENVIRONMENT", "BATCH"},
-                                                         {"SLURM_PROCID", "0"},
-                                                         {"SLURM_NTASKS", "8"},
-                                                         {"SLURM_STEP_NUM_TASKS", "1"},
-                                                         {"SLURM_LOCALID", "0"},
-                                                         {"OMPI_COMM_WORLD_RANK", "3"},
-                                                         {"OMPI_COMM_WORLD_SIZE", "4"},
-                                                         {"OMPI_COMM_WORLD_LOCAL_RANK", "3"}}));
-    CHECK(mpirun.rank == 3);
-    CHECK(mpirun.world_size == 4);
-    CHECK(mpirun.local_rank == 3);
-    CHECK(mpirun.source == "mpirun");
-    // srun --mpi=pmi2: PMI_RANK and PMI_SIZE without MPI_LOCALRANKID; SLURM's local rank.
-    const auto pmi2 = px::resolve_rendezvous({}, from({{"PMI_RANK", "3"},
-                                                       {"PMI_SIZE", "4"},
-                                                       {"SLURM_PROCID", "3"},
-                                                       {"SLURM_STEP_NUM_TASKS", "4"},
-                                                       {"SLURM_LOCALID", "1"}}));
-    CHECK(pmi2.rank == 3);
-    CHECK(pmi2.local_rank == 1);
-    // ... but not a SLURM_LOCALID that belongs to another launch (the daemon's step above).
-    CHECK(px::resolve_rendezvous({}, from({{"PMI_RANK", "3"},
-                                           {"PMI_SIZE", "4"},
-                                           {"SLURM_PROCID", "0"},
-                                           {"SLURM_STEP_NUM_TASKS", "1"},
-                                           {"SLURM_LOCALID", "1"}}))
-              .local_rank == 0);
-    // torchrun started by srun (one per node): torchrun's ranks.
-    const auto torchrun = px::resolve_rendezvous({}, from({{"SLURM_PROCID", "1"},
-                                                           {"SLURM_STEP_NUM_TASKS", "2"},
-                                                           {"RANK", "6"},
-                                                           {"WORLD_SIZE", "8"},
-                                                           {"LOCAL_RANK", "2"}}));
-    CHECK(torchrun.rank == 6);
-    CHECK(torchrun.world_size == 8);
-    CHECK(torchrun.source == "torchrun");
+    struct Expected {
+      int64_t rank, world_size, local_rank;
+      const char* source;
+    };
+    struct Case {
+      const char* what;
+      Expected expected;
+      Env env;
+    };
+    const Case cases[] = {
+        {"SLURM_PROCID and SLURM_NTASKS alone (no srun step, not a batch job): the contract's job",
+         {5, 8, 1, "slurm"},
+         {{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}},
+        {"a batch script's shell: the allocation's variables, no srun step",
+         {0, 1, 0, "default"},
+         {{"ENVIRONMENT", "BATCH"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}}},
+        {"an srun step of two tasks inside that batch job (with --preserve-env SLURM_NTASKS would "
+         "still be the allocation's 8)",
+         {1, 2, 0, "slurm"},
+         {{"ENVIRONMENT", "BATCH"},
+          {"SLURM_PROCID", "1"},
+          {"SLURM_NTASKS", "8"},
+          {"SLURM_STEP_NUM_TASKS", "2"}}},
+        {"mpirun in a batch script, on one node: its ranks inherit SLURM_PROCID=0 and, from the "
+         "srun that starts Open MPI's daemon (one task per node), a step of one task; mpirun's "
+         "own variables describe them",
+         {3, 4, 3, "mpirun"},
+         {{"ENVIRONMENT", "BATCH"},
+          {"SLURM_PROCID", "0"},
+          {"SLURM_NTASKS", "8"},
+          {"SLURM_STEP_NUM_TASKS", "1"},
+          {"SLURM_LOCALID", "0"},
+          {"OMPI_COMM_WORLD_RANK", "3"},
+          {"OMPI_COMM_WORLD_SIZE", "4"},
+          {"OMPI_COMM_WORLD_LOCAL_RANK", "3"}}},
+        {"srun --mpi=pmi2: PMI_RANK and PMI_SIZE without MPI_LOCALRANKID; SLURM's local rank",
+         {3, 4, 1, "mpirun"},
+         {{"PMI_RANK", "3"},
+          {"PMI_SIZE", "4"},
+          {"SLURM_PROCID", "3"},
+          {"SLURM_STEP_NUM_TASKS", "4"},
+          {"SLURM_LOCALID", "1"}}},
+        {"... but not a SLURM_LOCALID that belongs to another launch (a daemon's step)",
+         {3, 4, 0, "mpirun"},
+         {{"PMI_RANK", "3"},
+          {"PMI_SIZE", "4"},
+          {"SLURM_PROCID", "0"},
+          {"SLURM_STEP_NUM_TASKS", "1"},
+          {"SLURM_LOCALID", "1"}}},
+        {"torchrun started by srun (one per node): torchrun's ranks",
+         {6, 8, 2, "torchrun"},
+         {{"SLURM_PROCID", "1"},
+          {"SLURM_STEP_NUM_TASKS", "2"},
+          {"RANK", "6"},
+          {"WORLD_SIZE", "8"},
+          {"LOCAL_RANK", "2"}}},
+    };
+    for (const Case& c : cases) {
+      INFO(c.what);
+      const auto info = px::resolve_rendezvous({}, from(c.env));
+      CHECK(info.rank == c.expected.rank);
+      CHECK(info.world_size == c.expected.world_size);
+      CHECK(info.local_rank == c.expected.local_rank);
+      CHECK(info.source == std::string(c.expected.source));
+    }
     CHECK_THROWS_WITH_AS(
         px::resolve_rendezvous({}, from({{"SLURM_PROCID", "2"}, {"SLURM_STEP_NUM_TASKS", "2"}})),
         doctest::Contains("rank 2 is outside world size 2"), px::InputError);
