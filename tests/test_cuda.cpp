@@ -213,6 +213,51 @@ TEST_SUITE("cuda") {
     CHECK(torch::isfinite(flat_parameters(*net)).all().item<bool>());
   }
 
+  TEST_CASE("CudaGraphSingle: freezing a layer or switching a module's mode captures anew") {
+    require_cuda();
+    torch::manual_seed(4);
+    Net net(6, 16, 3, /*dropout=*/0.5);
+    px::CudaGraphSingle policy(torch::kCUDA, 1);
+    policy.bind(px::make_model(net), {});
+    net->train();
+    torch::optim::SGD optimizer(net->parameters(), 0.1);
+    const auto data = classification_data(16);
+    auto step = [&] {
+      optimizer.zero_grad();
+      policy.forward_backward(px::Batch{data.inputs().cuda(), data.targets().cuda()}, cross_entropy,
+                              1.0);
+      optimizer.step();
+      policy.on_parameters_changed();
+    };
+    for (int i = 0; i < 3; ++i) step();  // eager, captured and replayed, replayed
+    CHECK(policy.captures() == 1);
+    CHECK(policy.replays() == 2);
+
+    // Frozen: the next step runs eagerly, the one after is captured; the layer stays as it was
+    // (a replay of the first graph would have gone on updating it).
+    auto weight = net->fc1->weight;
+    weight.set_requires_grad(false);
+    const auto frozen = weight.detach().clone();
+    for (int i = 0; i < 3; ++i) step();
+    CHECK(policy.captures() == 2);
+    CHECK(policy.replays() == 4);
+    CHECK_FALSE(weight.grad().defined());
+    CHECK(torch::equal(weight.detach(), frozen));
+
+    // Unfrozen again: it trains again.
+    weight.set_requires_grad(true);
+    for (int i = 0; i < 2; ++i) step();
+    CHECK(policy.captures() == 3);
+    CHECK(policy.replays() == 5);
+    CHECK_FALSE(torch::equal(weight.detach(), frozen));
+
+    // Dropout switched to eval mode: a graph of its own (the last one still drops units).
+    net->drop->eval();
+    for (int i = 0; i < 2; ++i) step();
+    CHECK(policy.captures() == 4);
+    CHECK(policy.replays() == 6);
+  }
+
 #if PARALLAX_HAS_CUDA
   // The streams of DataParallel and CudaGraphSingle (Note [Owned streams]).
   // Under the native allocator a freed tensor never touches its stream; the cudaMallocAsync run

@@ -163,6 +163,15 @@ TEST_SUITE("errors") {
                          doctest::Contains("is not available"), px::InputError);
   }
 
+  TEST_CASE("a rank's device: cuda:LOCAL_RANK, its only GPU when it sees one, else the CPU") {
+    CHECK(px::rank_device(0, 0) == torch::Device(torch::kCPU));
+    CHECK(px::rank_device(3, 0) == torch::Device(torch::kCPU));
+    CHECK(px::rank_device(0, 1) == torch::Device(torch::kCUDA, 0));
+    CHECK(px::rank_device(3, 1) == torch::Device(torch::kCUDA, 0));  // srun --gpus-per-task=1
+    CHECK(px::rank_device(2, 4) == torch::Device(torch::kCUDA, 2));
+    CHECK(px::rank_device(5, 4) == torch::Device(torch::kCUDA, 5));  // refused by usable_device
+  }
+
   TEST_CASE("global batch smaller than the number of replicas") {
     Net net;
     torch::optim::SGD optimizer(net->parameters(), 0.1);

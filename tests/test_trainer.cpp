@@ -312,6 +312,48 @@ TEST_SUITE("callbacks") {
     const double step = (flat_parameters(*net) - before).norm().item<double>();
     CHECK(step == doctest::Approx(1e-3).epsilon(1e-3));
   }
+
+  TEST_CASE("clip_grad_norm_ keeps the norm on the device: mixed dtypes, sparse, no gradient") {
+    for (const double max_norm : {0.5, 1e3}) {  // clipped, and left alone
+      torch::manual_seed(3);
+      std::vector<torch::Tensor> parameters;
+      for (const auto dtype : {torch::kFloat, torch::kDouble, torch::kFloat}) {
+        auto p = torch::randn({4, 3}, torch::TensorOptions().dtype(dtype).requires_grad(true));
+        p.mutable_grad() = torch::randn({4, 3}, dtype);
+        parameters.push_back(p);
+      }
+      parameters.push_back(torch::zeros({2}, torch::requires_grad()));  // no gradient
+      auto embedding = torch::zeros({5, 2}, torch::requires_grad());
+      embedding.mutable_grad() =
+          torch::sparse_coo_tensor(torch::tensor({{1, 3}}), torch::randn({2, 2}), {5, 2});
+      parameters.push_back(embedding);
+      // LibTorch's clip_grad_norm_ (which reads the norm back to the host) gives the norm; the
+      // scaling is checked against the definition: LibTorch 2.11's leaves sparse gradients as
+      // they were (an earlier version of this test compared with it and found that).
+      std::vector<torch::Tensor> before, copies;
+      for (const auto& p : parameters) {
+        before.push_back(p.grad().defined() ? p.grad().to_dense().clone() : torch::Tensor());
+        auto copy = p.detach().clone().requires_grad_(true);
+        if (p.grad().defined()) copy.mutable_grad() = p.grad().clone();
+        copies.push_back(copy);
+      }
+      const double expected_norm = torch::nn::utils::clip_grad_norm_(copies, 1e9);
+      const auto norm = px::clip_grad_norm_(parameters, max_norm);
+      CHECK(norm.dim() == 0);
+      CHECK(norm.item<double>() == doctest::Approx(expected_norm).epsilon(1e-6));
+      const double coefficient = std::min(1.0, max_norm / (expected_norm + 1e-6));
+      for (std::size_t i = 0; i < parameters.size(); ++i) {
+        INFO("parameter ", i, ", max_norm ", max_norm);
+        const auto& grad = parameters[i].grad();
+        REQUIRE(grad.defined() == before[i].defined());
+        if (!grad.defined()) continue;
+        CHECK((grad.scalar_type() == before[i].scalar_type()));
+        CHECK(torch::allclose(grad.to_dense(), before[i] * coefficient, 1e-6, 1e-7));
+      }
+    }
+    CHECK(px::clip_grad_norm_({torch::zeros({2}, torch::requires_grad())}, 1.0).item<double>() ==
+          0);
+  }
 }
 
 TEST_SUITE("evaluate") {
@@ -439,7 +481,11 @@ TEST_SUITE("loss_scaling") {
     CHECK(scaler.scale() == 16);
     for (float bad : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
       a.mutable_grad() = torch::tensor({1.f, bad, 1.f});
+      b.mutable_grad() = torch::tensor({2.0, 4.0}, torch::kDouble);
+      const double scale = scaler.scale();
       CHECK_FALSE(scaler.unscale({a, b}));
+      // The other group is unscaled too, though the step will be skipped.
+      CHECK(torch::equal(b.grad(), torch::tensor({2.0 / scale, 4.0 / scale}, torch::kDouble)));
       scaler.update(false);
     }
     CHECK(scaler.scale() == 4);  // backed off twice

@@ -43,6 +43,7 @@
 #include "parallax/train/atomic_file.hpp"
 #include "parallax/train/callbacks.hpp"
 #include "parallax/train/checkpoint.hpp"
+#include "parallax/train/clip_grad.hpp"
 #include "parallax/train/early_stopping.hpp"
 #include "parallax/train/fused_adam.hpp"
 #include "parallax/train/loss_scaler.hpp"

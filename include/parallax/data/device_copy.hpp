@@ -63,7 +63,8 @@ class BatchCopier {
   /// `batch` on the device; `non_blocking` when the host side is pinned.
   DeviceBatch copy(Batch batch, bool non_blocking) const {
     DeviceBatch result;
-    if (batch.input.device() == device_) {
+    const bool target_there = !batch.target.defined() || batch.target.device() == device_;
+    if (batch.input.device() == device_ && target_there) {
       result.batch = std::move(batch);
       return result;
     }

@@ -11,10 +11,14 @@
 // none) and are handed back to the parameters after each replay, since the Trainer's zero_grad
 // drops them again; parameters and optimizer state are updated in place, so the graph sees the
 // new values. The loss scale (float16 training) is a device tensor the graph reads, refilled
-// before a replay when loss scaling has changed it. A batch of another shape (the last, partial
-// one) runs eagerly; a shape seen twice in a row that the graph does not fit is captured anew
-// (the eager step before it warmed cuDNN up for that shape), so the short last batch is never
-// captured and a lasting change of shape costs one capture. The optimizer step stays outside
+// before a replay when loss scaling has changed it. A graph fits the batch shapes and dtypes it
+// was captured with, and also which parameters required gradients and which modules were in
+// training mode: a callback that freezes a layer, or puts batch norm into eval mode, changes
+// the step, and replaying the old one would go on training the frozen layer (or never train an
+// unfrozen one). A step the graph does not fit (the last, partial batch) runs eagerly; what
+// two steps in a row share but the graph does not fit is captured anew (the eager step before
+// it warmed cuDNN up for that shape), so the short last batch is never captured and a lasting
+// change of shape, freezing or mode costs one capture. The optimizer step stays outside
 // the graph: with FusedAdam it is a few kernels. The eager steps run on the side stream too, and
 // what they leave for the caller's stream (gradients, loss) is freed there: under the native
 // caching allocator that memory returns to the side stream, which waits for the caller's before
@@ -73,6 +77,7 @@ class CudaGraphSingle : public Single {
                     device.str());
     Single::bind(model, BindContext{{usable_device(device, "CudaGraphSingle")}});
     parameters_ = model.module->parameters();
+    modules_ = model.module->modules();
 #if PARALLAX_HAS_CUDA
     per_stream_reuse_ = detail::allocator_reuses_per_stream();
 #endif
@@ -82,11 +87,11 @@ class CudaGraphSingle : public Single {
 #if PARALLAX_HAS_CUDA
     // The graph writes gradients, it does not add to them: with gradients already there (a
     // policy accumulating several batches) the step runs eagerly.
-    const Shapes shapes(batch);
-    const bool steady = previous_ && *previous_ == shapes;
-    previous_ = shapes;
+    GraphKey key(batch, parameters_, modules_);
+    const bool steady = previous_ && *previous_ == key;
+    previous_ = key;
     if (no_gradients()) {
-      if (graph_ && graph_shapes_ == shapes) return replay(batch, grad_scale);
+      if (graph_ && graph_key_ == key) return replay(batch, grad_scale);
       if (steady && eager_steps_ >= warmup_steps_) return capture(batch, loss, grad_scale);
     }
     ++eager_steps_;
@@ -123,17 +128,23 @@ class CudaGraphSingle : public Single {
 
  private:
 #if PARALLAX_HAS_CUDA
-  /// What a graph is specialised to: the batch's sizes and dtypes.
-  struct Shapes {
-    explicit Shapes(const Batch& batch)
+  /// What a graph is specialised to: the batch's sizes and dtypes, which parameters want
+  /// gradients and which modules train (Note [Capturing the training step]).
+  struct GraphKey {
+    GraphKey(const Batch& batch, const std::vector<torch::Tensor>& parameters,
+             const std::vector<std::shared_ptr<torch::nn::Module>>& modules)
         : input(batch.input.sizes().vec()),
           target(batch.target.defined() ? batch.target.sizes().vec() : std::vector<int64_t>{}),
           input_type(batch.input.scalar_type()),
           target_type(batch.target.defined() ? batch.target.scalar_type()
-                                             : c10::ScalarType::Undefined) {}
-    bool operator==(const Shapes&) const = default;
+                                             : c10::ScalarType::Undefined) {
+      for (const auto& p : parameters) requires_grad.push_back(p.requires_grad());
+      for (const auto& m : modules) training.push_back(m->is_training());
+    }
+    bool operator==(const GraphKey&) const = default;
     std::vector<int64_t> input, target;
     c10::ScalarType input_type, target_type;
+    std::vector<bool> requires_grad, training;
   };
 
   bool no_gradients() const {
@@ -222,7 +233,7 @@ class CudaGraphSingle : public Single {
       throw;
     }
     graph_ = std::move(graph);
-    graph_shapes_ = Shapes(batch);
+    graph_key_ = GraphKey(batch, parameters_, modules_);
     ++captures_;
     addresses_.clear();
     for (const auto& p : parameters_) {
@@ -253,8 +264,8 @@ class CudaGraphSingle : public Single {
 
   std::unique_ptr<detail::OwnedStream> side_;
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
-  std::optional<Shapes> previous_;  // the last step's batch
-  std::optional<Shapes> graph_shapes_;
+  std::optional<GraphKey> previous_;  // the last step's
+  std::optional<GraphKey> graph_key_;
   torch::Tensor input_, target_, scale_;
   std::vector<torch::Tensor> grads_;
   std::vector<void*> addresses_;  // parameters' storage when captured
@@ -268,6 +279,7 @@ class CudaGraphSingle : public Single {
   int64_t replays_ = 0;
   int64_t captures_ = 0;
   std::vector<torch::Tensor> parameters_;
+  std::vector<std::shared_ptr<torch::nn::Module>> modules_;
 };
 
 static_assert(Policy<CudaGraphSingle>);

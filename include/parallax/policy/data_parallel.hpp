@@ -22,19 +22,21 @@
 //
 // Note [Replica streams]
 // On CUDA each replica works on a stream of its own (but see the end of this note), so that
-// replicas sharing a GPU overlap. The streams are ordered with events, never by waiting on the
-// host: before a step each replica's stream waits for what the caller's stream on its device
-// (and on the batch's) has queued so far (the batch, the optimizer step, parameters copied into
-// the replicas), and after it, even when a replica failed, the caller's streams wait for every
-// replica's stream before gradients are summed and outputs gathered. Memory a replica's stream
-// allocates and the caller frees is only reused by that stream after its next wait, which comes
-// after everything the caller queued until then; so no record_stream is needed for it, provided
-// nobody else works on that stream: the streams are the policy's own, not torch's shared pool
-// (Note [Owned streams], which also says when one is handed on). That reuse rule is the native
-// caching allocator's. Under cudaMallocAsync a free runs on the allocating stream and the memory
-// may then go to any stream, while the caller's stream may still be reading it (a replica's
-// gradients, outputs, loss); so there the replicas work on the caller's streams instead: the same
-// results, without overlap between replicas sharing a GPU.
+// replicas overlap. (On one GPU less than it seems: the autograd engine launches all backward
+// work for a GPU from one thread, so there the replicas' backward passes are queued one after
+// the other, and only their forward passes are launched side by side.) The streams are ordered with
+// events, never by waiting on the host: before a step each replica's stream waits for what the
+// caller's stream on its device (and on the batch's) has queued so far (the batch, the optimizer
+// step, parameters copied into the replicas), and after it, even when a replica failed, the
+// caller's streams wait for every replica's stream before gradients are summed and outputs
+// gathered. Memory a replica's stream allocates and the caller frees is only reused by that stream
+// after its next wait, which comes after everything the caller queued until then; so no
+// record_stream is needed for it, provided nobody else works on that stream: the streams are the
+// policy's own, not torch's shared pool (Note [Owned streams], which also says when one is handed
+// on). That reuse rule is the native caching allocator's. Under cudaMallocAsync a free runs on the
+// allocating stream and the memory may then go to any stream, while the caller's stream may still
+// be reading it (a replica's gradients, outputs, loss); so there the replicas work on the caller's
+// streams instead: the same results, without overlap between replicas sharing a GPU.
 #pragma once
 
 #include <algorithm>
@@ -121,13 +123,18 @@ class DataParallel {
   }
 
   torch::Device input_device() const {
-    // Batches arrive on the CPU when replicas span devices: each slice is copied straight to
-    // its replica's device; a single-device DP takes them on that device.
+    // Batches arrive on the first device when every replica is on one device or all are on
+    // GPUs: the loader then pins them and copies them there on a side stream, overlapping the
+    // step before (data/device_copy.hpp), and replicas on other GPUs copy their slices from
+    // there, device to device, as nn.DataParallel scatters from its first GPU. A slice copied
+    // from pageable CPU memory instead would make each replica's thread wait, before the copy,
+    // for everything its stream had queued. A mix of CPU and CUDA replicas takes CPU batches.
     const auto& devices = state_->devices;
-    const bool one_device = !devices.empty() && std::ranges::all_of(devices, [&](auto& d) {
-      return d == devices.front();
-    });
-    return one_device ? devices.front() : torch::Device(torch::kCPU);
+    if (devices.empty()) return torch::Device(torch::kCPU);
+    const bool one_device =
+        std::ranges::all_of(devices, [&](auto& d) { return d == devices.front(); });
+    const bool all_cuda = std::ranges::all_of(devices, [](auto& d) { return d.is_cuda(); });
+    return one_device || all_cuda ? devices.front() : torch::Device(torch::kCPU);
   }
   Shard shard() const {
     return {};

@@ -34,6 +34,16 @@ inline torch::Device usable_device(torch::Device device, const std::string& who)
   return device;
 }
 
+/// The device of a process with local rank `local_rank` that sees `visible` GPUs: cuda:LOCAL_RANK,
+/// as in torchrun's recipe, unless it sees one GPU only, which is then its own (`srun
+/// --gpus-per-task=1` or a launcher setting CUDA_VISIBLE_DEVICES per rank show each rank only
+/// its GPU, as cuda:0); the CPU when it sees none. usable_device() checks the index.
+inline torch::Device rank_device(int64_t local_rank, int64_t visible) {
+  if (visible <= 0) return torch::Device(torch::kCPU);
+  return torch::Device(torch::kCUDA,
+                       static_cast<torch::DeviceIndex>(visible == 1 ? 0 : local_rank));
+}
+
 /// `count` devices for replicas: cuda:0..count-1 when CUDA is visible, else `count` CPU devices.
 inline std::vector<torch::Device> replica_devices(int64_t count, const std::string& who) {
   detail::require(count >= 1, who, ": need at least one replica, got ", count);

@@ -68,14 +68,17 @@ class LossScaler {
       detail::require(!grad.is_sparse(), "loss scaling does not support sparse gradients");
       groups[{grad.device().str(), static_cast<int>(grad.scalar_type())}].push_back(grad);
     }
-    bool finite = true;
+    // Every group is unscaled (gradients read after a skipped step are true ones too), and all
+    // kernels are queued before the host waits for the first flag.
+    std::vector<torch::Tensor> found;
     for (auto& [key, grads] : groups) {
       const auto options = torch::TensorOptions().dtype(torch::kFloat).device(grads[0].device());
-      auto found_inf = torch::zeros({1}, options);
+      found.push_back(torch::zeros({1}, options));
       const auto inverse = torch::full({1}, 1.0 / scale_, options);
-      at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inverse);
-      finite = finite && found_inf.item<float>() == 0.0f;
+      at::_amp_foreach_non_finite_check_and_unscale_(grads, found.back(), inverse);
     }
+    bool finite = true;
+    for (const auto& found_inf : found) finite = found_inf.item<float>() == 0.0f && finite;
     return finite;
   }
 

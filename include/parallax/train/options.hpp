@@ -29,7 +29,8 @@ struct TrainerOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(bool, shuffle) = true;
   TORCH_ARG(bool, drop_last) = false;
-  /// Clip the gradient norm to this value before each step; 0 disables.
+  /// Clip the gradient norm to this value before each step; 0 disables. Clipping stays on the
+  /// device (parallax::clip_grad_norm_, Note [Clipping without a sync]).
   TORCH_ARG(double, clip_grad_norm) = 0;
   /// Loader worker threads and the prefetch window, in batches.
   TORCH_ARG(int64_t, workers) = 2;

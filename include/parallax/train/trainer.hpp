@@ -16,6 +16,7 @@
 #include "parallax/policy/model.hpp"
 #include "parallax/train/callbacks.hpp"
 #include "parallax/train/checkpoint.hpp"
+#include "parallax/train/clip_grad.hpp"
 #include "parallax/train/metrics.hpp"
 #include "parallax/train/options.hpp"
 
@@ -229,7 +230,7 @@ class Trainer {
       if (scaler_) scaler_->update(finite);
       if (finite) {
         if (options_.clip_grad_norm() > 0)
-          torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.clip_grad_norm());
+          clip_grad_norm_(model_->parameters(), options_.clip_grad_norm());
         optimizer_.step();
         policy_.on_parameters_changed();
       }
