@@ -116,15 +116,22 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DTORCH_CUDA_ARCH_LIST="$ARCHS" > "$BUILD/configure.log" 2>&1
 configured=$?
 build=$configured
-[ $configured = 0 ] && { cmake --build "$BUILD" -j"$JOBS" -- -k 0 > "$BUILD/build.log" 2>&1; build=$?; }
+# bin/ emptied first: a program whose link fails must not run in its old version (a rerun).
+# Bounded, so that a build slower than expected still leaves the report and logs to come back.
+if [ $configured = 0 ]; then
+  rm -rf "$BIN"
+  bounded $((BUDGET - 60)) cmake --build "$BUILD" -j"$JOBS" -- -k 0 > "$BUILD/build.log" 2>&1
+  build=$?
+fi
 say "- build (OpenCV off, -j$JOBS): $([ $build = 0 ] && echo ok || echo FAILED) at $(elapsed); $(grep -m1 'parallax: LibTorch' "$BUILD/configure.log" | sed 's/^-- //')"
 if [ $configured != 0 ]; then
   tail -n 30 "$BUILD/configure.log" | tee -a "$REPORT"
   exit 1
 fi
 if [ $build != 0 ]; then
+  [ $build = 124 ] || [ $build = 137 ] && say "  (stopped by the time limit)"
   grep -E -m 10 'error|FAILED' "$BUILD/build.log" | cut -c 1-300 | tee -a "$REPORT"
-  say "  in bin/: $(cd "$BIN" 2> /dev/null && ls | xargs)"
+  say "  built: $(cd "$BIN" 2> /dev/null && ls | xargs)"
 fi
 save_logs
 

@@ -117,6 +117,13 @@ TEST_SUITE("cuda") {
         px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCUDA, second})), batch, 5);
     CHECK(max_difference(dp_grad, single_grad) <= 1e-5);
     CHECK(max_difference(dp_params, single_params) <= 1e-4);
+    // The batch on the first GPU, as the Trainer now delivers it when every replica is on a
+    // GPU: the second replica's slice goes device to device (or stays, on one GPU).
+    const auto [dp_cuda_grad, dp_cuda_params] =
+        run_steps(px::DataParallel<2>(px::DataParallelOptions().devices({torch::kCUDA, second})),
+                  px::Batch{batch.input.cuda(), batch.target.cuda()}, 5);
+    CHECK(max_difference(dp_cuda_grad, single_grad) <= 1e-5);
+    CHECK(max_difference(dp_cuda_params, single_params) <= 1e-4);
   }
 
   TEST_CASE("CudaGraphSingle replays the captured step and trains like Single") {

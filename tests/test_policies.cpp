@@ -163,13 +163,17 @@ TEST_SUITE("errors") {
                          doctest::Contains("is not available"), px::InputError);
   }
 
-  TEST_CASE("a rank's device: cuda:LOCAL_RANK, its only GPU when it sees one, else the CPU") {
-    CHECK(px::rank_device(0, 0) == torch::Device(torch::kCPU));
-    CHECK(px::rank_device(3, 0) == torch::Device(torch::kCPU));
-    CHECK(px::rank_device(0, 1) == torch::Device(torch::kCUDA, 0));
-    CHECK(px::rank_device(3, 1) == torch::Device(torch::kCUDA, 0));  // srun --gpus-per-task=1
-    CHECK(px::rank_device(2, 4) == torch::Device(torch::kCUDA, 2));
-    CHECK(px::rank_device(5, 4) == torch::Device(torch::kCUDA, 5));  // refused by usable_device
+  TEST_CASE("a rank's device: cuda:LOCAL_RANK, the one GPU it was given, else the CPU") {
+    const torch::Device cpu(torch::kCPU);
+    auto cuda = [](int index) { return torch::Device(torch::kCUDA, static_cast<int8_t>(index)); };
+    CHECK(px::rank_device(0, 0, nullptr) == cpu);
+    CHECK(px::rank_device(3, 0, "") == cpu);
+    CHECK(px::rank_device(0, 1, nullptr) == cuda(0));
+    CHECK(px::rank_device(3, 1, "2") == cuda(0));      // srun --gpus-per-task=1
+    CHECK(px::rank_device(3, 1, nullptr) == cuda(3));  // one GPU, four ranks: refused later
+    CHECK(px::rank_device(3, 1, "") == cuda(3));
+    CHECK(px::rank_device(2, 4, "0,1,2,3") == cuda(2));
+    CHECK(px::rank_device(5, 4, nullptr) == cuda(5));  // refused by usable_device
   }
 
   TEST_CASE("global batch smaller than the number of replicas") {

@@ -35,13 +35,17 @@ inline torch::Device usable_device(torch::Device device, const std::string& who)
 }
 
 /// The device of a process with local rank `local_rank` that sees `visible` GPUs: cuda:LOCAL_RANK,
-/// as in torchrun's recipe, unless it sees one GPU only, which is then its own (`srun
-/// --gpus-per-task=1` or a launcher setting CUDA_VISIBLE_DEVICES per rank show each rank only
-/// its GPU, as cuda:0); the CPU when it sees none. usable_device() checks the index.
-inline torch::Device rank_device(int64_t local_rank, int64_t visible) {
+/// as in torchrun's recipe; the CPU when it sees none. One exception: a process that sees a
+/// single GPU through CUDA_VISIBLE_DEVICES (`cuda_visible_devices`, the variable's value or
+/// null) was given that GPU as its own (`srun --gpus-per-task=1`, or a launcher setting the
+/// variable per rank), and takes it as cuda:0. Without the variable, ranks that see one GPU keep
+/// cuda:LOCAL_RANK, which usable_device() refuses for all but rank 0: several ranks on one GPU
+/// are a mistake to report, not to run into NCCL's "duplicate GPU".
+inline torch::Device rank_device(int64_t local_rank, int64_t visible,
+                                 const char* cuda_visible_devices) {
   if (visible <= 0) return torch::Device(torch::kCPU);
-  return torch::Device(torch::kCUDA,
-                       static_cast<torch::DeviceIndex>(visible == 1 ? 0 : local_rank));
+  const bool given_one = visible == 1 && cuda_visible_devices && *cuda_visible_devices;
+  return torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(given_one ? 0 : local_rank));
 }
 
 /// `count` devices for replicas: cuda:0..count-1 when CUDA is visible, else `count` CPU devices.

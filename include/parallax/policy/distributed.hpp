@@ -1,15 +1,16 @@
 // Distributed<Backend>: one process per device over a c10d process group (torch's own transport),
 // with the data-parallel logic of PyTorch's DistributedDataParallel written on top of it.
 //
-// Each process binds its model to cuda:LOCAL_RANK (its only GPU if it sees one, or the CPU:
-// rank_device in policy/devices.hpp), checks that every rank has the same parameter shapes,
-// broadcasts parameters and buffers from rank 0, and averages gradients in buckets all-reduced
-// from autograd hooks (comm/bucket_reducer.hpp). The Loader shards every epoch by rank, metrics
-// are summed over ranks, and only rank 0 is "main".
+// Each process binds its model to cuda:LOCAL_RANK (the one GPU CUDA_VISIBLE_DEVICES gives it,
+// or the CPU: rank_device in policy/devices.hpp), checks that every rank has the same parameter
+// shapes, broadcasts parameters and buffers from rank 0, and averages gradients in buckets
+// all-reduced from autograd hooks (comm/bucket_reducer.hpp). The Loader shards every epoch by rank,
+// metrics are summed over ranks, and only rank 0 is "main".
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -67,7 +68,8 @@ class Distributed {
     s.device = !context.devices.empty()
                    ? context.devices.front()
                    : rank_device(s.info.local_rank,
-                                 torch::cuda::is_available() ? torch::cuda::device_count() : 0);
+                                 torch::cuda::is_available() ? torch::cuda::device_count() : 0,
+                                 std::getenv("CUDA_VISIBLE_DEVICES"));
     s.device = usable_device(s.device, name());
 #if PARALLAX_HAS_CUDA
     // This rank's GPU becomes the current device: pinned memory, streams without an index and

@@ -47,8 +47,10 @@ inline torch::Tensor clip_grad_norm_(const std::vector<torch::Tensor>& parameter
   for (const auto& grad : sparse) norms.push_back(grad.norm(2).to(*first));
   const auto total = at::linalg_vector_norm(torch::stack(norms), 2);
   const auto coefficient = torch::clamp(max_norm / (total + 1e-6), /*min=*/std::nullopt, 1.0);
-  for (auto& [key, grads] : groups) at::_foreach_mul_(grads, coefficient.to(grads[0].device()));
-  for (auto& grad : sparse) grad.mul_(coefficient.to(grad.device()));
+  // In each group's own dtype: the multi-tensor kernel's fast path wants the two to match.
+  for (auto& [key, grads] : groups)
+    at::_foreach_mul_(grads, coefficient.to(grads[0].device(), grads[0].scalar_type()));
+  for (auto& grad : sparse) grad.mul_(coefficient.to(grad.device(), grad.scalar_type()));
   return total;
 }
 
