@@ -264,7 +264,7 @@ class CudaGraphSingle : public Single {
 
   std::unique_ptr<detail::OwnedStream> side_;
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
-  std::optional<GraphKey> previous_;  // the last step's
+  std::optional<GraphKey> previous_;  // the last step's key
   std::optional<GraphKey> graph_key_;
   torch::Tensor input_, target_, scale_;
   std::vector<torch::Tensor> grads_;

@@ -47,10 +47,15 @@ inline torch::Tensor clip_grad_norm_(const std::vector<torch::Tensor>& parameter
   for (const auto& grad : sparse) norms.push_back(grad.norm(2).to(*first));
   const auto total = at::linalg_vector_norm(torch::stack(norms), 2);
   const auto coefficient = torch::clamp(max_norm / (total + 1e-6), /*min=*/std::nullopt, 1.0);
-  // In each group's own dtype: the multi-tensor kernel's fast path wants the two to match.
-  for (auto& [key, grads] : groups)
-    at::_foreach_mul_(grads, coefficient.to(grads[0].device(), grads[0].scalar_type()));
-  for (auto& grad : sparse) grad.mul_(coefficient.to(grad.device(), grad.scalar_type()));
+  // In float and double groups in their own dtype, which the multi-tensor kernel's fast path
+  // wants; half-precision gradients are multiplied by the full-precision coefficient.
+  auto coefficient_for = [&](const torch::Tensor& grad) {
+    const auto type = grad.scalar_type();
+    const bool full = type == torch::kFloat || type == torch::kDouble;
+    return coefficient.to(grad.device(), full ? type : coefficient.scalar_type());
+  };
+  for (auto& [key, grads] : groups) at::_foreach_mul_(grads, coefficient_for(grads[0]));
+  for (auto& grad : sparse) grad.mul_(coefficient_for(grad));
   return total;
 }
 
