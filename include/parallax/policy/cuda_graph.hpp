@@ -92,7 +92,7 @@ class CudaGraphSingle : public Single {
     previous_ = key;
     if (no_gradients()) {
       if (graph_ && graph_key_ == key) return replay(batch, grad_scale);
-      if (steady && eager_steps_ >= warmup_steps_) return capture(batch, loss, grad_scale);
+      if (steady && eager_steps_ >= warmup_steps_) return capture(batch, key, loss, grad_scale);
     }
     ++eager_steps_;
     auto stats = on_side_stream([&] { return Single::forward_backward(batch, loss, grad_scale); });
@@ -193,7 +193,8 @@ class CudaGraphSingle : public Single {
     return side_->get();
   }
 
-  StepStats capture(const Batch& batch, const LossFunction& loss, double grad_scale) {
+  StepStats capture(const Batch& batch, const GraphKey& key, const LossFunction& loss,
+                    double grad_scale) {
     graph_.reset();  // a graph for another shape, replaced: its memory pool goes with it
     grads_.clear();
     captured_ = StepStats();
@@ -233,7 +234,7 @@ class CudaGraphSingle : public Single {
       throw;
     }
     graph_ = std::move(graph);
-    graph_key_ = GraphKey(batch, parameters_, modules_);
+    graph_key_ = key;
     ++captures_;
     addresses_.clear();
     for (const auto& p : parameters_) {

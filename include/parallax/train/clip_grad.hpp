@@ -10,15 +10,13 @@
 // as in Python (which also leaves non-finite norms to propagate, as here).
 #pragma once
 
-#include <map>
 #include <optional>
-#include <string>
-#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "parallax/error.hpp"
+#include "parallax/train/tensor_groups.hpp"
 
 namespace parallax {
 
@@ -28,19 +26,16 @@ namespace parallax {
 inline torch::Tensor clip_grad_norm_(const std::vector<torch::Tensor>& parameters,
                                      double max_norm) {
   detail::require(max_norm > 0, "clip_grad_norm_: max_norm must be positive, got ", max_norm);
-  std::map<std::pair<std::string, int>, std::vector<torch::Tensor>> groups;  // by device, dtype
-  std::vector<torch::Tensor> sparse;  // no multi-tensor kernels for these: one by one
+  std::vector<torch::Tensor> dense, sparse;  // no multi-tensor kernels for sparse: one by one
   std::optional<torch::Device> first;
   for (const auto& parameter : parameters) {
     const auto& grad = parameter.grad();
     if (!grad.defined()) continue;
     if (!first) first = grad.device();
-    if (grad.is_sparse())
-      sparse.push_back(grad);
-    else
-      groups[{grad.device().str(), static_cast<int>(grad.scalar_type())}].push_back(grad);
+    (grad.is_sparse() ? sparse : dense).push_back(grad);
   }
   if (!first) return torch::zeros({});
+  auto groups = detail::by_device_and_dtype(dense);
   std::vector<torch::Tensor> norms;
   for (auto& [key, grads] : groups)
     for (auto& norm : at::_foreach_norm(grads, 2)) norms.push_back(norm.to(*first));

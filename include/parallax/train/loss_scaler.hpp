@@ -15,7 +15,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <map>
 #include <utility>
 #include <vector>
 
@@ -23,6 +22,7 @@
 #include <torch/torch.h>
 
 #include "parallax/error.hpp"
+#include "parallax/train/tensor_groups.hpp"
 
 namespace parallax {
 
@@ -60,14 +60,15 @@ class LossScaler {
   /// Divides every defined gradient of `parameters` by scale() in place; false when any of
   /// them holds an inf or NaN (the optimizer step must then be skipped).
   bool unscale(const std::vector<torch::Tensor>& parameters) const {
-    // The kernel takes one list per device and dtype.
-    std::map<std::pair<std::string, int>, std::vector<torch::Tensor>> groups;
+    std::vector<torch::Tensor> defined;
     for (const auto& parameter : parameters) {
       const auto& grad = parameter.grad();
       if (!grad.defined()) continue;
       detail::require(!grad.is_sparse(), "loss scaling does not support sparse gradients");
-      groups[{grad.device().str(), static_cast<int>(grad.scalar_type())}].push_back(grad);
+      defined.push_back(grad);
     }
+    // The kernel takes one list per device and dtype.
+    auto groups = detail::by_device_and_dtype(defined);
     // Every group is unscaled (gradients read after a skipped step are true ones too), and all
     // kernels are queued before the host waits for the first flag.
     std::vector<torch::Tensor> found;
