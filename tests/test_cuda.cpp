@@ -343,6 +343,7 @@ TEST_SUITE("cuda") {
             .devices({torch::kCUDA})
             .loss_scaling(px::LossScalingOptions().init_scale(std::pow(2.0, 40))));
     const auto history = trainer.fit(data, cross_entropy);
+    CHECK(trainer.loss_scaler()->device().is_cuda());  // its state never leaves the GPU
     CHECK(trainer.loss_scaler()->skipped_steps() > 0);
     CHECK(torch::isfinite(flat_parameters(*net)).all().item<bool>());
     CHECK(history.epochs.back().train_loss < history.epochs.front().train_loss);

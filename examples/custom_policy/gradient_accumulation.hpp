@@ -17,7 +17,8 @@ class GradientAccumulation {
   // The only method with new logic: micro-batch i back-propagates (n_i / n) x its mean loss,
   // so the accumulated gradient is the gradient of the whole batch's mean loss.
   parallax::StepStats forward_backward(const parallax::Batch& batch,
-                                       const parallax::LossFunction& loss, double grad_scale) {
+                                       const parallax::LossFunction& loss,
+                                       const parallax::GradScale& grad_scale) {
     const int64_t n = batch.size();
     const int64_t parts = std::min<int64_t>(K, n);
     parallax::StepStats total;
@@ -25,7 +26,7 @@ class GradientAccumulation {
       const int64_t size = n / parts + (i < n % parts ? 1 : 0);
       const parallax::Batch micro{batch.input.narrow(0, offset, size),
                                   batch.target.narrow(0, offset, size)};
-      total += inner_.forward_backward(micro, loss, grad_scale * double(size) / double(n));
+      total += inner_.forward_backward(micro, loss, grad_scale * (double(size) / double(n)));
       offset += size;
     }
     return total;

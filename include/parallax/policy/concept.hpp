@@ -13,6 +13,7 @@
 
 #include "parallax/data/batch.hpp"
 #include "parallax/data/shard.hpp"
+#include "parallax/policy/grad_scale.hpp"
 #include "parallax/policy/model.hpp"
 #include "parallax/policy/step.hpp"
 
@@ -33,6 +34,7 @@ struct BindContext {
 /// * min_batch(): the smallest batch a step can split (e.g. one example per replica).
 /// * forward_backward(batch, loss, grad_scale): add grad_scale x the gradient of the batch's
 ///   mean loss to the master model's .grad (accumulating, like backward()); return the stats.
+///   grad_scale may hold a device tensor (loss scaling: Note [A scale the host never reads]).
 /// * on_parameters_changed(): the master's parameters changed (an optimizer step, a loaded
 ///   checkpoint): refresh whatever copies the policy keeps.
 /// * forward(input): inference (no gradient) of a batch, output on the input device.
@@ -45,7 +47,7 @@ template <class P>
 concept Policy =
     std::is_object_v<P> && std::move_constructible<P> &&
     requires(P& policy, const P& const_policy, const Model& model, const BindContext& context,
-             const Batch& batch, const LossFunction& loss, double grad_scale,
+             const Batch& batch, const LossFunction& loss, const GradScale& grad_scale,
              const StepStats& stats, const torch::Tensor& input, bool on) {
       policy.bind(model, context);
       { const_policy.input_device() } -> std::convertible_to<torch::Device>;

@@ -10,13 +10,13 @@
 // tensors; gradients are allocated by the captured backward (the Trainer has just set them to
 // none) and are handed back to the parameters after each replay, since the Trainer's zero_grad
 // drops them again; parameters and optimizer state are updated in place, so the graph sees the
-// new values. The loss scale (float16 training) is a device tensor the graph reads, refilled
-// before a replay when loss scaling has changed it. A graph fits the batch shapes and dtypes it
-// was captured with, and also which parameters required gradients and which modules were in
-// training mode: a callback that freezes a layer, or puts batch norm into eval mode, changes
-// the step, and replaying the old one would go on training the frozen layer (or never train an
-// unfrozen one). A step the graph does not fit (the last, partial batch) runs eagerly; what
-// two steps in a row share but the graph does not fit is captured anew (the eager step before
+// new values. The loss scale (float16 training) is a device tensor the graph reads, into which
+// each replay first copies the LossScaler's current scale, on the device. A graph fits the batch
+// shapes and dtypes it was captured with, and also which parameters required gradients and which
+// modules were in training mode: a callback that freezes a layer, or puts batch norm into eval
+// mode, changes the step, and replaying the old one would go on training the frozen layer (or never
+// train an unfrozen one). A step the graph does not fit (the last, partial batch) runs eagerly;
+// what two steps in a row share but the graph does not fit is captured anew (the eager step before
 // it warmed cuDNN up for that shape), so the short last batch is never captured and a lasting
 // change of shape, freezing or mode costs one capture. The optimizer step stays outside
 // the graph: with FusedAdam it is a few kernels. The eager steps run on the side stream too, and
@@ -83,7 +83,8 @@ class CudaGraphSingle : public Single {
 #endif
   }
 
-  StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
+  StepStats forward_backward(const Batch& batch, const LossFunction& loss,
+                             const GradScale& grad_scale) {
 #if PARALLAX_HAS_CUDA
     // The graph writes gradients, it does not add to them: with gradients already there (a
     // policy accumulating several batches) the step runs eagerly.
@@ -194,14 +195,14 @@ class CudaGraphSingle : public Single {
   }
 
   StepStats capture(const Batch& batch, const GraphKey& key, const LossFunction& loss,
-                    double grad_scale) {
+                    const GradScale& grad_scale) {
     graph_.reset();  // a graph for another shape, replaced: its memory pool goes with it
     grads_.clear();
     captured_ = StepStats();
     input_ = batch.input.clone();
     target_ = batch.target.clone();
-    scale_ = torch::full({}, grad_scale, input_.options().dtype(torch::kFloat));
-    graph_scale_ = grad_scale;
+    scale_ = torch::ones({}, input_.options().dtype(torch::kFloat));  // set by each replay
+    graph_factor_.reset();
     auto graph = std::make_unique<at::cuda::CUDAGraph>();
     try {
       on_side_stream([&] {
@@ -211,7 +212,8 @@ class CudaGraphSingle : public Single {
         try {
           graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
           capturing = true;
-          captured_ = detail::forward_backward(model(), Batch{input_, target_}, loss, scale_);
+          captured_ =
+              detail::forward_backward(model(), Batch{input_, target_}, loss, GradScale(scale_));
           graph->capture_end();
         } catch (...) {
           // Leave capture mode before the first error travels on. A graph whose capture_begin
@@ -245,12 +247,18 @@ class CudaGraphSingle : public Single {
     return replay(batch, grad_scale);  // capturing ran nothing: this batch runs now
   }
 
-  StepStats replay(const Batch& batch, double grad_scale) {
+  StepStats replay(const Batch& batch, const GradScale& grad_scale) {
     if (!batch.input.is_same(input_)) input_.copy_(batch.input, /*non_blocking=*/true);
     if (!batch.target.is_same(target_)) target_.copy_(batch.target, /*non_blocking=*/true);
-    if (grad_scale != graph_scale_) {  // loss scaling moved: a kernel writes the new scale
-      scale_.fill_(grad_scale);
-      graph_scale_ = grad_scale;
+    // The scale the graph multiplies the loss by: a device scale is copied in by a kernel
+    // (Note [A scale the host never reads]), a plain factor is written when it changes.
+    if (grad_scale.tensor().defined()) {
+      scale_.copy_(grad_scale.tensor(), /*non_blocking=*/true);
+      if (grad_scale.factor() != 1.0) scale_.mul_(grad_scale.factor());
+      graph_factor_.reset();
+    } else if (graph_factor_ != grad_scale.factor()) {
+      scale_.fill_(grad_scale.factor());
+      graph_factor_ = grad_scale.factor();
     }
     graph_->replay();
     ++replays_;
@@ -271,8 +279,8 @@ class CudaGraphSingle : public Single {
   std::vector<torch::Tensor> grads_;
   std::vector<void*> addresses_;  // parameters' storage when captured
   StepStats captured_;
-  double graph_scale_ = 1.0;
-  bool per_stream_reuse_ = true;  // the native caching allocator (policy/cuda_stream.hpp)
+  std::optional<double> graph_factor_;  // the plain factor scale_ holds, if it holds one
+  bool per_stream_reuse_ = true;        // the native caching allocator (policy/cuda_stream.hpp)
 #endif
   torch::Device requested_;
   int64_t warmup_steps_;

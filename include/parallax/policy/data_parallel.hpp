@@ -143,15 +143,20 @@ class DataParallel {
     return replica_count();
   }
 
-  StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
+  StepStats forward_backward(const Batch& batch, const LossFunction& loss,
+                             const GradScale& grad_scale) {
     State& s = *state_;
     const auto slices = slice_sizes(batch.size());
     std::vector<StepStats> stats(slices.size());
+    // Each replica's share of the scale, on its device, copied here: on this thread's streams,
+    // which the replicas' streams wait for (Note [Replica streams]).
+    std::vector<GradScale> weights;
+    for (std::size_t i = 0; i < slices.size(); ++i)
+      weights.push_back(grad_scale.to(s.devices[i]) *
+                        (static_cast<double>(slices[i]) / static_cast<double>(batch.size())));
     for (std::size_t i = 1; i < slices.size(); ++i) comm::clear_gradients(s.parameters[i]);
     run_on_replicas(slices, batch, [&](std::size_t i, const Batch& slice) {
-      const double weight =
-          grad_scale * static_cast<double>(slice.size()) / static_cast<double>(batch.size());
-      stats[i] = detail::forward_backward(s.replicas[i], slice, loss, weight);
+      stats[i] = detail::forward_backward(s.replicas[i], slice, loss, weights[i]);
     });
     for (std::size_t i = 1; i < slices.size(); ++i)
       comm::accumulate_gradients(s.parameters[0], s.parameters[i]);

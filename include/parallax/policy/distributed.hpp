@@ -103,7 +103,8 @@ class Distributed {
     return 1;
   }
 
-  StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
+  StepStats forward_backward(const Batch& batch, const LossFunction& loss,
+                             const GradScale& grad_scale) {
     State& s = *state_;
     if (options_.broadcast_buffers()) broadcast(s.model->buffers());
     if (!s.reducer) return detail::forward_backward(s.model, batch, loss, grad_scale);

@@ -29,7 +29,8 @@ class Single {
   torch::Device input_device() const { return device_.value_or(torch::kCPU); }
   Shard shard() const { return {}; }
   int64_t min_batch() const { return 1; }
-  StepStats forward_backward(const Batch& batch, const LossFunction& loss, double grad_scale) {
+  StepStats forward_backward(const Batch& batch, const LossFunction& loss,
+                             const GradScale& grad_scale) {
     return detail::forward_backward(model_, batch, loss, grad_scale);
   }
   void on_parameters_changed() {}

@@ -10,6 +10,7 @@
 
 #include "parallax/data/batch.hpp"
 #include "parallax/error.hpp"
+#include "parallax/policy/grad_scale.hpp"
 #include "parallax/policy/model.hpp"
 
 namespace parallax {
@@ -84,35 +85,17 @@ inline torch::Tensor correct_predictions(const torch::Tensor& output, const torc
 }
 
 /// Forward, loss and backward of `batch` on `model`, adding grad_scale x d(mean loss)/d(params)
-/// to the parameters' .grad (autograd accumulates, like loss.backward()). `scaled(value)` is the
-/// loss backward starts from.
-template <class ScaleLoss>
-StepStats forward_backward_scaled(const Model& model, const Batch& batch, const LossFunction& loss,
-                                  ScaleLoss&& scaled) {
+/// to the parameters' .grad (autograd accumulates, like loss.backward()).
+inline StepStats forward_backward(const Model& model, const Batch& batch, const LossFunction& loss,
+                                  const GradScale& grad_scale) {
   const torch::Tensor output = model(batch.input);
   const torch::Tensor value = checked_loss(loss, output, batch.target);
-  scaled(value).backward();
+  grad_scale.apply(value).backward();
   StepStats stats;
   stats.samples = batch.size();
   stats.loss_sum = value.detach().to(torch::kDouble) * static_cast<double>(stats.samples);
   stats.correct = correct_predictions(output.detach(), batch.target);
   return stats;
-}
-
-/// The step with the loss multiplied by `grad_scale` (1: not at all).
-inline StepStats forward_backward(const Model& model, const Batch& batch, const LossFunction& loss,
-                                  double grad_scale) {
-  return forward_backward_scaled(model, batch, loss, [&](const torch::Tensor& value) {
-    return grad_scale == 1.0 ? value : value * grad_scale;
-  });
-}
-
-/// The step with the loss multiplied by a 0-dim tensor on its device, read when the kernels run
-/// (a captured CUDA graph sees the value it holds at each replay).
-inline StepStats forward_backward(const Model& model, const Batch& batch, const LossFunction& loss,
-                                  const torch::Tensor& grad_scale) {
-  return forward_backward_scaled(model, batch, loss,
-                                 [&](const torch::Tensor& value) { return value * grad_scale; });
 }
 
 /// Loss statistics of `batch` without gradients (evaluation).

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -20,20 +21,51 @@
 #include <torch/torch.h>
 
 #include "parallax/error.hpp"
+#include "parallax/train/loss_scaler.hpp"
 
 namespace parallax {
 
-class FusedAdam : public torch::optim::Adam {
+class FusedAdam : public torch::optim::Adam, public SkipsNonFiniteSteps {
  public:
   using torch::optim::Adam::Adam;
 
   torch::Tensor step(LossClosure closure = nullptr) override {
-    torch::NoGradGuard no_grad;
     torch::Tensor loss;
     if (closure) {
       torch::AutoGradMode enable_grad(true);
       loss = closure();
     }
+    update({});
+    return loss;
+  }
+
+  /// The step, skipped by the kernel itself when `found_inf` is nonzero (loss scaling: Note
+  /// [Dynamic loss scaling]); the host never reads the flag.
+  void step_unless(const torch::Tensor& found_inf) override { update(found_inf); }
+
+  /// Adam's checkpoint. Steps skipped on the device were counted by the host (Note [Steps
+  /// skipped on the device]): the counts are read back first.
+  void save(torch::serialize::OutputArchive& archive) const override {
+    for (auto& [impl, counter] : steps_) {
+      const auto found = state_.find(impl);
+      if (found == state_.end() || !counter.skips_possible) continue;
+      auto& state = static_cast<torch::optim::AdamParamState&>(*found->second);
+      if (state.step() != counter.step) continue;  // set by hand since: the host's count is right
+      counter.step = static_cast<int64_t>(counter.tensor.item<float>());
+      counter.skips_possible = false;
+      state.step(counter.step);
+    }
+    torch::optim::Adam::save(archive);
+  }
+  /// Adam's checkpoint; the step tensors are refilled from its counts at the next step.
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::optim::Adam::load(archive);
+    steps_.clear();
+  }
+
+ private:
+  void update(const torch::Tensor& found_inf) {
+    torch::NoGradGuard no_grad;
     for (auto& group : param_groups_) {
       auto& options = static_cast<torch::optim::AdamOptions&>(group.options());
       std::map<std::tuple<std::string, int>, Lists> lists;  // by device and dtype
@@ -49,6 +81,7 @@ class FusedAdam : public torch::optim::Adam {
               torch::full({}, static_cast<double>(state.step() - 1),
                           torch::TensorOptions().dtype(torch::kFloat).device(p.device()));
         counter.step = state.step();
+        counter.skips_possible = counter.skips_possible || found_inf.defined();
         auto& list = lists[{p.device().str(), static_cast<int>(p.scalar_type())}];
         list.params.push_back(p);
         list.grads.push_back(p.grad());
@@ -59,23 +92,36 @@ class FusedAdam : public torch::optim::Adam {
       }
       const auto [beta1, beta2] = options.betas();
       for (auto& [key, list] : lists) {
+        std::optional<torch::Tensor> flag;
+        if (found_inf.defined()) {
+          const auto device = list.params[0].device();
+          flag = found_inf.to(device, /*non_blocking=*/device.is_cuda());
+        }
         at::_foreach_add_(list.steps, 1);
         at::_fused_adam_(list.params, list.grads, list.exp_avgs, list.exp_avg_sqs,
                          list.max_exp_avg_sqs, list.steps, options.lr(), beta1, beta2,
                          options.weight_decay(), options.eps(), options.amsgrad(),
-                         /*maximize=*/false);
+                         /*maximize=*/false, /*grad_scale=*/std::nullopt, flag);
+        // A skipped step does not count (the kernel left everything else as it was).
+        if (flag)
+          at::_foreach_sub_(list.steps, std::vector<torch::Tensor>(list.steps.size(), *flag));
       }
     }
-    return loss;
   }
 
- private:
   struct Lists {
     std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
   };
+  // Note [Steps skipped on the device]
+  // A step skipped by step_unless() is not counted by the kernel's float32 step tensor, which
+  // the host does not read each step; Adam's int64 count (what a checkpoint holds) then counts
+  // steps attempted, until save() reads the tensor back. load() drops the tensors, and `step`
+  // mirrors Adam's count, so that a count set by hand is noticed too; either way the tensor is
+  // refilled from Adam's count.
   struct Counter {
-    torch::Tensor tensor;  // float32 on the parameter's device, what the kernel reads
-    int64_t step = 0;      // the host's copy, to notice state restored by load()
+    torch::Tensor tensor;         // float32 on the parameter's device, what the kernel reads
+    int64_t step = 0;             // the host's copy, to notice state restored by load()
+    bool skips_possible = false;  // stepped by step_unless() since the counts last agreed
   };
 
   /// Adam's state for `p`, created as Adam creates it on a parameter's first step.
@@ -92,7 +138,7 @@ class FusedAdam : public torch::optim::Adam {
     return static_cast<torch::optim::AdamParamState&>(*found->second);
   }
 
-  std::unordered_map<void*, Counter> steps_;
+  mutable std::unordered_map<void*, Counter> steps_;  // save() reads skipped steps back
 };
 
 }  // namespace parallax

@@ -45,8 +45,12 @@ class Trainer {
         optimizer_(optimizer),
         options_(std::move(options)),
         policy_(std::move(policy)) {
-    if (options_.loss_scaling()) scaler_.emplace(*options_.loss_scaling());
     policy_.bind(model_, BindContext{options_.devices()});
+    if (options_.loss_scaling()) {
+      scaler_.emplace(*options_.loss_scaling());
+      const auto parameters = model_->parameters();
+      if (!parameters.empty()) scaler_->to(parameters.front().device());  // the master's device
+    }
   }
 
   /// Adds a callback (runs in the order added; main-only callbacks only on the main process).
@@ -223,17 +227,21 @@ class Trainer {
     int64_t step = 0;
     for (Batch& batch : batches) {
       optimizer_.zero_grad();
-      total += policy_.forward_backward(batch, loss, scaler_ ? scaler_->scale() : 1.0);
+      total += policy_.forward_backward(batch, loss, scaler_ ? scaler_->grad_scale() : 1.0);
       // With loss scaling, a step whose gradients overflowed is skipped (Note [Dynamic loss
       // scaling]); gradients are unscaled before clipping so the norm is the true one.
-      const bool finite = !scaler_ || scaler_->unscale(model_->parameters());
-      if (scaler_) scaler_->update(finite);
-      if (finite) {
-        if (options_.clip_grad_norm() > 0)
-          clip_grad_norm_(model_->parameters(), options_.clip_grad_norm());
+      torch::Tensor found_inf;
+      if (scaler_) found_inf = scaler_->unscale(model_->parameters());
+      if (options_.clip_grad_norm() > 0)
+        clip_grad_norm_(model_->parameters(), options_.clip_grad_norm());
+      bool stepped = true;
+      if (scaler_) {
+        stepped = detail::step_unless(optimizer_, found_inf);
+        scaler_->update(found_inf);
+      } else {
         optimizer_.step();
-        policy_.on_parameters_changed();
       }
+      if (stepped) policy_.on_parameters_changed();
       const StepInfo info{
           epoch,          options_.epochs(),   ++step, batches.size(), total.samples,
           total.loss_sum, seconds_since(start)};
