@@ -188,12 +188,24 @@ TEST_SUITE("loss_scaling") {
     CHECK(scaler.scale() == 4);  // backed off twice
     CHECK(scaler.skipped_steps() == 2);
     CHECK(scaler.growth_tracker() == 0);
+    scaler.update(torch::tensor(2.f));  // any nonzero flag is one skipped step
+    CHECK(scaler.scale() == 2);
+    CHECK(scaler.skipped_steps() == 3);
     CHECK_THROWS_AS(px::LossScaler(px::LossScalingOptions().backoff_factor(1.5)), px::InputError);
     CHECK_THROWS_AS(px::LossScaler(px::LossScalingOptions().init_scale(1e39)), px::InputError);
-    scaler.restore(1024, 3, 7);
-    CHECK(scaler.scale() == 1024);
-    CHECK(scaler.growth_tracker() == 3);
+    // A copy has its own state; restoring works in place, so the GradScale taken above sees it.
+    const px::LossScaler copy = scaler;
+    scaler.restore(1024, 1, 7);
+    CHECK(copy.scale() == 2);
+    CHECK(grad_scale.tensor().item<float>() == 1024);
+    CHECK(scaler.growth_tracker() == 1);
     CHECK(scaler.skipped_steps() == 7);
+    scaler.restore(1024, 5, 7);  // saved under a longer growth interval
+    CHECK(scaler.growth_tracker() == 1);
+    CHECK_THROWS_AS(scaler.restore(std::numeric_limits<double>::infinity(), 0, 0), px::InputError);
+    CHECK_THROWS_AS(scaler.restore(-1, 0, 0), px::InputError);
+    CHECK_THROWS_AS(scaler.restore(8, -1, 0), px::InputError);
+    CHECK(scaler.scale() == 1024);  // a refused state changes nothing
   }
 
   TEST_CASE("GradScale: host factors times a device scale, moved where the loss is") {
@@ -311,13 +323,13 @@ TEST_SUITE("loss_scaling") {
     auto adam_parameter = fused_parameter.detach().clone().requires_grad_();
     px::FusedAdam fused({fused_parameter}, torch::optim::AdamOptions(0.1).weight_decay(0.01));
     torch::optim::Adam adam({adam_parameter}, torch::optim::AdamOptions(0.1).weight_decay(0.01));
-    const std::vector<bool> skip{false, true, false, true, true, false};
-    for (bool skipped : skip) {
+    // Any nonzero flag skips (the kernel itself skips only on 1.0).
+    for (float flag : {0.f, 1.f, 0.f, 2.f, 1.f, 0.f}) {
       const auto grad = torch::randn({5});
       fused_parameter.mutable_grad() = grad.clone();
       adam_parameter.mutable_grad() = grad.clone();
-      fused.step_unless(torch::full({}, skipped ? 1.0f : 0.0f));
-      if (!skipped) adam.step();
+      fused.step_unless(torch::full({}, flag));
+      if (flag == 0) adam.step();
       CHECK(max_difference(fused_parameter, adam_parameter) <= 1e-6);
     }
     // The host counted six steps; saving reads the three taken back.

@@ -16,6 +16,7 @@
 #include <optional>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -46,14 +47,25 @@ class FusedAdam : public torch::optim::Adam, public SkipsNonFiniteSteps {
   /// Adam's checkpoint. Steps skipped on the device were counted by the host (Note [Steps
   /// skipped on the device]): the counts are read back first.
   void save(torch::serialize::OutputArchive& archive) const override {
+    std::vector<std::pair<Counter*, torch::optim::AdamParamState*>> behind;
+    std::vector<torch::Tensor> counts;
     for (auto& [impl, counter] : steps_) {
       const auto found = state_.find(impl);
       if (found == state_.end() || !counter.skips_possible) continue;
       auto& state = static_cast<torch::optim::AdamParamState&>(*found->second);
       if (state.step() != counter.step) continue;  // set by hand since: the host's count is right
-      counter.step = static_cast<int64_t>(counter.tensor.item<float>());
-      counter.skips_possible = false;
-      state.step(counter.step);
+      behind.emplace_back(&counter, &state);
+      counts.push_back(
+          counter.tensor.to(counts.empty() ? counter.tensor.device() : counts.front().device()));
+    }
+    if (!counts.empty()) {  // one wait for the device, not one per parameter
+      const auto host = torch::stack(counts).to(torch::kCPU, torch::kLong);
+      for (std::size_t i = 0; i < behind.size(); ++i) {
+        auto& [counter, state] = behind[i];
+        counter->step = host[static_cast<int64_t>(i)].item<int64_t>();
+        counter->skips_possible = false;
+        state->step(counter->step);
+      }
     }
     torch::optim::Adam::save(archive);
   }
@@ -93,10 +105,7 @@ class FusedAdam : public torch::optim::Adam, public SkipsNonFiniteSteps {
       const auto [beta1, beta2] = options.betas();
       for (auto& [key, list] : lists) {
         std::optional<torch::Tensor> flag;
-        if (found_inf.defined()) {
-          const auto device = list.params[0].device();
-          flag = found_inf.to(device, /*non_blocking=*/device.is_cuda());
-        }
+        if (found_inf.defined()) flag = detail::overflow_flag(found_inf, list.params[0].device());
         at::_foreach_add_(list.steps, 1);
         at::_fused_adam_(list.params, list.grads, list.exp_avgs, list.exp_avg_sqs,
                          list.max_exp_avg_sqs, list.steps, options.lr(), beta1, beta2,

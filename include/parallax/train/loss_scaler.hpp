@@ -19,6 +19,7 @@
 // reaches every rank: all ranks skip the same steps without exchanging anything more.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -34,6 +35,15 @@
 #include "parallax/train/tensor_groups.hpp"
 
 namespace parallax {
+namespace detail {
+
+/// `found_inf` as the kernels want it on `device`: 1.0 where it is nonzero, else 0.0 (the fused
+/// optimizer kernels skip only on exactly 1.0).
+inline torch::Tensor overflow_flag(const torch::Tensor& found_inf, const torch::Device& device) {
+  return found_inf.ne(0).to(device, torch::kFloat, /*non_blocking=*/device.is_cuda());
+}
+
+}  // namespace detail
 
 struct LossScalingOptions {
   TORCH_ARG(double, init_scale) = 65536.0;
@@ -60,7 +70,8 @@ class LossScaler {
     restore(options.init_scale(), 0, 0);
   }
 
-  /// Moves the state to `device`, where the gradients are (the Trainer: the master model's).
+  /// Moves the state to `device`, where the gradients are (the Trainer: the master model's);
+  /// before any grad_scale() is taken, which would go on holding the old tensor.
   void to(const torch::Device& device) {
     scale_ = scale_.to(device);
     growth_tracker_ = growth_tracker_.to(device);
@@ -93,7 +104,7 @@ class LossScaler {
     const auto inverse = scale_.to(torch::kDouble).reciprocal().to(torch::kFloat);
     const auto found_inf = torch::zeros({}, scale_.options());
     // One flag per device; the kernel takes one list per device and dtype. Every group is
-    // unscaled, also after an overflow (gradients read after a skipped step are true ones).
+    // unscaled, also after an overflow.
     std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> flags;  // device: flag, inverse
     for (auto& [key, grads] : detail::by_device_and_dtype(defined)) {
       const torch::Device device = grads[0].device();
@@ -115,22 +126,43 @@ class LossScaler {
   /// Adjusts the scale after a step, on the device: backs off when `found_inf` is set (and
   /// counts the skipped step), grows after growth_interval clean steps in a row.
   void update(const torch::Tensor& found_inf) {
-    const auto flag = found_inf.to(scale_.device());
+    const auto flag = detail::overflow_flag(found_inf, scale_.device());
     at::_amp_update_scale_(scale_, growth_tracker_, flag, options_.growth_factor(),
                            options_.backoff_factor(), options_.growth_interval());
     skipped_.add_(flag);
   }
 
-  /// Restores the state saved with a checkpoint.
+  /// Restores the state saved with a checkpoint, in place (a GradScale taken before sees it).
   void restore(double scale, int64_t growth_tracker, int64_t skipped) {
-    const auto on = [&](torch::Dtype dtype) {
-      return torch::TensorOptions().dtype(dtype).device(scale_.defined() ? scale_.device()
-                                                                         : torch::kCPU);
-    };
-    scale_ = torch::full({}, scale, on(torch::kFloat));
-    growth_tracker_ = torch::full({}, growth_tracker, on(torch::kInt));
-    skipped_ = torch::full({}, static_cast<double>(skipped), on(torch::kDouble));
+    detail::require(scale > 0 && scale <= kLargestScale, "loss scaling: the saved scale ", scale,
+                    " is not in (0, ", kLargestScale, "]");
+    detail::require(growth_tracker >= 0 && skipped >= 0, "loss scaling: the saved growth tracker ",
+                    growth_tracker, " or skipped-step count ", skipped, " is negative");
+    // Saved under a longer growth_interval: the next clean step grows the scale.
+    growth_tracker = std::min(growth_tracker, options_.growth_interval() - 1);
+    if (!scale_.defined()) {
+      scale_ = torch::empty({}, torch::kFloat);
+      growth_tracker_ = torch::empty({}, torch::kInt);
+      skipped_ = torch::empty({}, torch::kDouble);
+    }
+    scale_.fill_(scale);
+    growth_tracker_.fill_(growth_tracker);
+    skipped_.fill_(static_cast<double>(skipped));
   }
+
+  // A copy has state of its own (the tensors are cloned, not shared).
+  LossScaler(const LossScaler& other)
+      : options_(other.options_),
+        scale_(other.scale_.clone()),
+        growth_tracker_(other.growth_tracker_.clone()),
+        skipped_(other.skipped_.clone()) {}
+  LossScaler& operator=(const LossScaler& other) {
+    if (this != &other) *this = LossScaler(other);
+    return *this;
+  }
+  LossScaler(LossScaler&&) = default;
+  LossScaler& operator=(LossScaler&&) = default;
+  ~LossScaler() = default;
 
  private:
   static constexpr double kLargestScale = std::numeric_limits<float>::max();

@@ -45,12 +45,10 @@ class Trainer {
         optimizer_(optimizer),
         options_(std::move(options)),
         policy_(std::move(policy)) {
+    if (options_.loss_scaling()) scaler_.emplace(*options_.loss_scaling());  // checks them
     policy_.bind(model_, BindContext{options_.devices()});
-    if (options_.loss_scaling()) {
-      scaler_.emplace(*options_.loss_scaling());
-      const auto parameters = model_->parameters();
-      if (!parameters.empty()) scaler_->to(parameters.front().device());  // the master's device
-    }
+    const auto parameters = model_->parameters();
+    if (scaler_ && !parameters.empty()) scaler_->to(parameters.front().device());  // the master's
   }
 
   /// Adds a callback (runs in the order added; main-only callbacks only on the main process).
